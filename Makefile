@@ -1,0 +1,68 @@
+# Threadline: `make up` starts everything with demo data; `make test` runs the tests.
+# Both install what they need first (a Python venv from pyproject.toml, Kafka jars from Maven Central).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+KAFKA_LIBS := var/kafka/libs
+
+.DEFAULT_GOAL := help
+.PHONY: help install up down status seed-demo test test-all lint typecheck bench docs clean reset
+
+help:
+	@echo "make up         start PostgreSQL, Kafka and every service, seed a demo, print the URLs"
+	@echo "make down       stop everything 'make up' started"
+	@echo "make status     what is running"
+	@echo "make test       the test suite (starts its own PostgreSQL and Kafka)"
+	@echo "make test-all   the test suite including slow suites"
+	@echo "make lint       ruff and mypy"
+	@echo "make bench      benchmarks, results in bench/results/"
+	@echo "make docs       regenerate docs/events.md from the event registry"
+	@echo "make reset      stop everything and delete local data (var/)"
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+$(KAFKA_LIBS)/.fetched: deploy/local/pom.xml
+	mkdir -p $(KAFKA_LIBS)
+	rm -f $(KAFKA_LIBS)/*.jar
+	mvn -q -B -f deploy/local/pom.xml dependency:copy-dependencies \
+	    -DoutputDirectory=$(CURDIR)/$(KAFKA_LIBS) -DincludeScope=runtime
+	touch $@
+
+install: $(BIN)/.installed $(KAFKA_LIBS)/.fetched
+
+up: install
+	$(BIN)/threadline up
+
+down:
+	@if [ -x $(BIN)/threadline ]; then $(BIN)/threadline down; else echo "nothing to stop"; fi
+
+status: install
+	$(BIN)/threadline status
+
+seed-demo: install
+	$(BIN)/threadline seed-demo
+
+test: install
+	$(BIN)/python -m pytest -m "not slow"
+
+test-all: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy shared services deploy
+
+bench: install
+	$(BIN)/python -m bench
+
+docs: install
+	$(BIN)/threadline events-doc --write docs/events.md
+
+reset: down
+	rm -rf var/dev var/log var/run

@@ -1,0 +1,190 @@
+"""``threadline``: run the platform on one machine (``up``/``down``/``status``) and its parts."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from deploy.local.stack import Stack
+from services.catalogue import SERVICES
+
+
+def _migrate(database_url: str, services: list[str]) -> None:
+    from shared.migrations import upgrade
+
+    for service in services:
+        upgrade(service, database_url)
+        print(f"migrated {service}")
+
+
+def _topics(bootstrap: str) -> None:
+    from shared.kafka import ensure_topics
+
+    created = asyncio.run(ensure_topics(bootstrap))
+    print(f"topics: {len(created)} created" + (f" ({', '.join(created)})" if created else ""))
+
+
+def cmd_up(_: argparse.Namespace) -> int:
+    stack = Stack.development()
+    print("starting PostgreSQL and Kafka …", flush=True)
+    stack.start_infrastructure()
+    _migrate(stack.database_url, list(SERVICES))
+    _topics(stack.kafka.bootstrap_servers)
+    print("starting services …", flush=True)
+    stack.start_services()
+    from deploy.local.demo import seed
+
+    for line in seed(stack.url("referrals"), stack.url("notifications")):
+        print(f"demo: {line}")
+    print()
+    _print_urls(stack)
+    print(f"\nLogs: {stack.log_dir}/   Stop everything: make down")
+    return 0
+
+
+def _print_urls(stack: Stack) -> None:
+    print("Threadline is running:")
+    for service in SERVICES:
+        print(f"  {service:<14} {stack.url(service)}   (API docs: {stack.url(service)}/docs)")
+    print(f"  {'postgres':<14} {stack.database_url}")
+    print(f"  {'kafka':<14} {stack.kafka.bootstrap_servers}")
+    print(f"  MASH inbox:    {stack.url('notifications')}/v1/inbox")
+
+
+def cmd_down(_: argparse.Namespace) -> int:
+    stack = Stack.development()
+    stack.stop_services()
+    stack.stop_infrastructure()
+    print("stopped")
+    return 0
+
+
+def cmd_status(_: argparse.Namespace) -> int:
+    import httpx
+
+    stack = Stack.development()
+    rows = [
+        ("postgres", "running" if stack.postgres.is_running() else "stopped", stack.database_url),
+        (
+            "kafka",
+            "running" if stack.kafka.is_running() else "stopped",
+            stack.kafka.bootstrap_servers,
+        ),
+    ]
+    for service in SERVICES:
+        pid = stack.service_pid(service)
+        state = "stopped"
+        if pid is not None:
+            try:
+                ready = httpx.get(f"{stack.url(service)}/readyz", timeout=2.0)
+                state = "ready" if ready.status_code == 200 else "not ready"
+            except httpx.HTTPError:
+                state = "starting"
+            state += f" (pid {pid})"
+        rows.append((service, state, stack.url(service)))
+    for name, state, where in rows:
+        print(f"{name:<14} {state:<22} {where}")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from shared.settings import ServiceSettings
+
+    settings = ServiceSettings()
+    _migrate(settings.database_url, args.service or list(SERVICES))
+    if not args.no_topics:
+        _topics(settings.kafka_bootstrap_servers)
+    return 0
+
+
+def cmd_topics(_: argparse.Namespace) -> int:
+    from shared.settings import ServiceSettings
+
+    _topics(ServiceSettings().kafka_bootstrap_servers)
+    return 0
+
+
+def cmd_seed_demo(_: argparse.Namespace) -> int:
+    import os
+
+    from deploy.local.demo import seed
+
+    stack = Stack.development()
+    referrals = os.environ.get("THREADLINE_REFERRALS_URL", stack.url("referrals"))
+    notifications = os.environ.get("THREADLINE_NOTIFICATIONS_URL", stack.url("notifications"))
+    for line in seed(referrals, notifications):
+        print(f"demo: {line}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from services.catalogue import app_module
+
+    module = app_module(args.service)
+    app = module.create_app()
+    settings = app.state.settings
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def cmd_events_doc(args: argparse.Namespace) -> int:
+    from shared.events.catalogue import render_catalogue
+
+    text = render_catalogue()
+    if args.check:
+        current = Path(args.check).read_text() if Path(args.check).exists() else ""
+        if current != text:
+            print(f"{args.check} is out of date: run `make docs`", file=sys.stderr)
+            return 1
+        return 0
+    if args.write:
+        Path(args.write).write_text(text)
+        print(f"wrote {args.write}")
+        return 0
+    print(text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="threadline", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("up", help="start everything locally and seed the demo").set_defaults(
+        run=cmd_up
+    )
+    commands.add_parser("down", help="stop everything `up` started").set_defaults(run=cmd_down)
+    commands.add_parser("status", help="what is running").set_defaults(run=cmd_status)
+    migrate = commands.add_parser("migrate", help="migrate every service's schema, create topics")
+    migrate.add_argument("--service", action="append", choices=SERVICES)
+    migrate.add_argument("--no-topics", action="store_true")
+    migrate.set_defaults(run=cmd_migrate)
+    commands.add_parser("topics", help="create the Kafka topics").set_defaults(run=cmd_topics)
+    commands.add_parser("seed-demo", help="post the synthetic demo").set_defaults(run=cmd_seed_demo)
+    serve = commands.add_parser("serve", help="run one service (API and workers)")
+    serve.add_argument("service", choices=SERVICES)
+    serve.set_defaults(run=cmd_serve)
+    events = commands.add_parser("events-doc", help="render the event catalogue")
+    events.add_argument("--write", metavar="PATH")
+    events.add_argument("--check", metavar="PATH")
+    events.set_defaults(run=cmd_events_doc)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.run(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""Every service that exists, in start order, and the modules that define their events."""
+
+from __future__ import annotations
+
+from importlib import import_module
+from types import ModuleType
+
+from fastapi import FastAPI
+
+SERVICES: tuple[str, ...] = ("consent", "referrals", "notifications")
+
+
+def load_events() -> None:
+    """Import every service's events module so the registry is complete."""
+    for name in SERVICES:
+        try:
+            import_module(f"services.{name}.events")
+        except ModuleNotFoundError as error:
+            if error.name != f"services.{name}.events":
+                raise
+
+
+def app_module(name: str) -> ModuleType:
+    if name not in SERVICES:
+        raise KeyError(f"unknown service {name!r}; known: {', '.join(SERVICES)}")
+    return import_module(f"services.{name}.app")
+
+
+def create_app(name: str) -> FastAPI:
+    app: FastAPI = app_module(name).create_app()
+    return app

@@ -1,0 +1,1 @@
+"""Notifications: the MASH inbox now; e-mail and webhooks to agencies later."""

@@ -1,0 +1,1 @@
+"""The notifications service emits no events yet (delivery events arrive with e-mail/webhooks)."""

@@ -1,0 +1,1 @@
+"""Referrals: the front door through which agencies raise concerns about children."""

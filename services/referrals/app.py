@@ -1,0 +1,42 @@
+"""The referrals service: HTTP API, outbox relay and acknowledgement timers in one process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from services.referrals import endpoints, service
+from services.referrals.models import plumbing
+from services.referrals.settings import ReferralsSettings
+from shared.calendar import WorkingDayCalendar, load_calendars
+from shared.clock import Clock
+from shared.service import ServiceDefinition, create_service_app
+
+DEFINITION = ServiceDefinition(
+    name="referrals",
+    title="Threadline referrals API",
+    description=(
+        "Agencies raise safeguarding concerns about children here. Every referral is "
+        "acknowledged within one working day or escalated to the MASH manager."
+    ),
+    plumbing=plumbing,
+    routers=[endpoints.router],
+    timer_handlers={service.ACK_TIMER: service.acknowledgement_overdue},
+)
+
+
+def create_app(
+    settings: ReferralsSettings | None = None,
+    *,
+    clock: Clock | None = None,
+    configure_logs: bool = True,
+) -> FastAPI:
+    settings = settings or ReferralsSettings()
+    app = create_service_app(DEFINITION, settings, clock=clock, configure_logs=configure_logs)
+    if settings.calendar_file:
+        working_days, _ = load_calendars(Path(settings.calendar_file))
+    else:
+        working_days = WorkingDayCalendar()
+    app.state.working_days = working_days
+    return app

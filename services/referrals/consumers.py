@@ -1,0 +1,1 @@
+"""The referrals service consumes no events yet; its inputs arrive over HTTP."""

@@ -1,0 +1,268 @@
+"""The consumer runner: at-least-once delivery made exactly-once in effect.
+
+For each record: decode the CloudEvent; in one database transaction, insert its id into the inbox
+(a redelivered id is a no-op) and apply the handler's effect; commit; only then commit the Kafka
+offset. A handler that keeps failing is retried with backoff, then the record goes to
+``<topic>.dlq`` with the error, the inbox remembers it as dead-lettered, and the consumer moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared import context
+from shared.db import Database
+from shared.events.envelope import Envelope, EnvelopeError, from_kafka
+from shared.events.registry import Event, spec_for_type
+from shared.events.topics import dead_letter_topic
+from shared.faults import fault_point
+from shared.logging import get_logger
+from shared.plumbing import Plumbing
+
+log = get_logger(__name__)
+
+Handler = Callable[[AsyncSession, Any, Envelope], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Subscription:
+    event_type: str
+    handler: Handler
+
+
+@dataclass
+class HandlerRegistry:
+    """Event type → handler, declared explicitly by each service's ``consumers.py``."""
+
+    handlers: dict[str, Handler] = field(default_factory=dict)
+
+    def on(self, event_class: type[Event]) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            if event_class.event_type in self.handlers:
+                raise ValueError(f"two handlers for {event_class.event_type}")
+            self.handlers[event_class.event_type] = handler
+            return handler
+
+        return register
+
+    def topics(self) -> list[str]:
+        found = {spec.topic.value for t in self.handlers if (spec := spec_for_type(t))}
+        return sorted(found)
+
+
+class PermanentError(Exception):
+    """An error that retrying cannot fix (e.g. an event that fails its schema)."""
+
+
+class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, runner: ConsumerRunner) -> None:
+        self.runner = runner
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.runner.commit_done(only=set(revoked))
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        return None
+
+
+class ConsumerRunner:
+    """Runs one consumer group for one service."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        database: Database,
+        plumbing: Plumbing,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        registry: HandlerRegistry,
+        topics: list[str] | None = None,
+        max_attempts: int = 5,
+        backoff: float = 0.2,
+        backoff_max: float = 5.0,
+    ) -> None:
+        self.name = name
+        self.database = database
+        self.plumbing = plumbing
+        self.consumer = consumer
+        self.producer = producer
+        self.registry = registry
+        self.topics = topics if topics is not None else registry.topics()
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+        self.backoff_max = backoff_max
+        self._done: dict[TopicPartition, int] = {}
+        self.applied = 0
+        self.duplicates = 0
+        self.dead_lettered = 0
+
+    async def run(self) -> None:
+        """Consume until cancelled. The caller starts and stops the Kafka clients."""
+        self.consumer.subscribe(self.topics, listener=_CommitOnRevoke(self))
+        while True:
+            batches = await self.consumer.getmany(timeout_ms=500, max_records=100)
+            for partition, records in batches.items():
+                for record in records:
+                    await self.process(record)
+                    self._done[partition] = record.offset + 1
+            if batches:
+                await self.commit_done()
+
+    def lag(self) -> int:
+        """Records behind the high-water mark across assigned partitions (for /metrics)."""
+        total = 0
+        for partition in self.consumer.assignment():
+            highwater = self.consumer.highwater(partition)
+            position = self._done.get(partition)
+            if highwater is None or position is None:
+                continue  # nothing fetched from this partition yet
+            total += max(0, highwater - position)
+        return total
+
+    async def commit_done(self, only: set[TopicPartition] | None = None) -> None:
+        """Commit the offsets of records whose effects are committed in the database."""
+        offsets = {
+            partition: offset
+            for partition, offset in self._done.items()
+            if only is None or partition in only
+        }
+        if not offsets:
+            return
+        await self.consumer.commit(offsets)
+        for partition in offsets:
+            if only is not None:
+                self._done.pop(partition, None)
+
+    async def process(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        """Apply one record exactly once in effect; never raises for a bad record."""
+        try:
+            envelope = from_kafka(record.key, record.value, record.headers)
+        except EnvelopeError as error:
+            await self._dead_letter(record, None, f"EnvelopeError: {error}")
+            return
+        handler = self.registry.handlers.get(envelope.type)
+        if handler is None:
+            return  # another service's event on a shared topic
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                outcome = await self._apply(record, envelope, handler)
+            except asyncio.CancelledError:
+                raise
+            except PermanentError as error:
+                await self._dead_letter(record, envelope, _describe(error))
+                return
+            except Exception as error:
+                if attempt >= self.max_attempts:
+                    await self._dead_letter(record, envelope, _describe(error))
+                    return
+                delay = min(self.backoff_max, self.backoff * 2 ** (attempt - 1))
+                delay *= 0.5 + random.random() / 2  # noqa: S311 - jitter, not security
+                log.warning(
+                    "consumer.retry",
+                    consumer=self.name,
+                    event_id=str(envelope.id),
+                    event_type=envelope.type,
+                    attempt=attempt,
+                    error=repr(error),
+                )
+                await asyncio.sleep(delay)
+                continue
+            if outcome:
+                self.applied += 1
+            else:
+                self.duplicates += 1
+            return
+
+    async def _apply(
+        self, record: ConsumerRecord[bytes, bytes], envelope: Envelope, handler: Handler
+    ) -> bool:
+        spec = spec_for_type(envelope.type)
+        payload: Any = envelope.data
+        if spec is not None:
+            try:
+                payload = spec.schema.model_validate(envelope.data)
+            except ValueError as error:
+                raise PermanentError(f"event data fails {spec.type} schema: {error}") from error
+        with context.bound(envelope.trace()):
+            async with self.database.transaction() as session:
+                first_time = await self._remember(session, record, envelope, "applied", None)
+                if not first_time:
+                    log.info("consumer.duplicate", event_id=str(envelope.id), type=envelope.type)
+                    return False
+                await handler(session, payload, envelope)
+            fault_point("consumer.after_db_commit")
+            log.info("consumer.applied", event_id=str(envelope.id), type=envelope.type)
+        return True
+
+    async def _remember(
+        self,
+        session: AsyncSession,
+        record: ConsumerRecord[bytes, bytes],
+        envelope: Envelope,
+        outcome: str,
+        error: str | None,
+    ) -> bool:
+        inbox = self.plumbing.inbox
+        result = await session.execute(
+            pg_insert(inbox)
+            .values(
+                consumer=self.name,
+                event_id=envelope.id,
+                event_type=envelope.type,
+                topic=record.topic,
+                partition=record.partition,
+                kafka_offset=record.offset,
+                outcome=outcome,
+                error=error,
+            )
+            .on_conflict_do_nothing(index_elements=[inbox.c.consumer, inbox.c.event_id])
+            .returning(inbox.c.event_id)
+        )
+        return result.first() is not None
+
+    async def _dead_letter(
+        self, record: ConsumerRecord[bytes, bytes], envelope: Envelope | None, error: str
+    ) -> None:
+        headers = [
+            *list(record.headers),
+            ("dlq_error", error.encode()[:8000]),
+            ("dlq_consumer", self.name.encode()),
+            ("dlq_source_topic", record.topic.encode()),
+            ("dlq_source_partition", str(record.partition).encode()),
+            ("dlq_source_offset", str(record.offset).encode()),
+        ]
+        delivery = await self.producer.send(
+            dead_letter_topic(record.topic), value=record.value, key=record.key, headers=headers
+        )
+        await delivery
+        if envelope is not None:
+            # Redelivery of a dead-lettered event is then a no-op rather than a second DLQ entry.
+            async with self.database.transaction() as session:
+                await self._remember(session, record, envelope, "dead_lettered", error[:8000])
+        self.dead_lettered += 1
+        log.error(
+            "consumer.dead_lettered",
+            consumer=self.name,
+            topic=record.topic,
+            offset=record.offset,
+            event_id=str(envelope.id) if envelope else None,
+            error=error[:500],
+        )
+
+
+def _describe(error: BaseException) -> str:
+    lines = traceback.format_exception_only(type(error), error)
+    return "".join(lines).strip()

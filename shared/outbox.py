@@ -1,0 +1,203 @@
+"""The transactional outbox and its relay to Kafka.
+
+``append`` writes an event in the caller's transaction, so a state change and the event that
+announces it commit together or not at all. The relay claims unpublished rows with
+``FOR UPDATE SKIP LOCKED`` and a lease, publishes them with the idempotent producer and marks them
+published. A crash between publish and mark republishes the same event id after the lease runs
+out: delivery is at-least-once and consumers are idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import func, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared import context
+from shared.clock import Clock, SystemClock
+from shared.db import Database, asyncpg_dsn
+from shared.events.envelope import Envelope, envelope_for, envelope_from_attributes, to_kafka
+from shared.events.registry import Event, spec_for
+from shared.faults import fault_point
+from shared.logging import get_logger
+from shared.plumbing import Plumbing
+
+log = get_logger(__name__)
+
+
+async def append(
+    session: AsyncSession,
+    plumbing: Plumbing,
+    event: Event,
+    *,
+    service: str,
+    now: datetime,
+) -> Envelope:
+    """Add ``event`` to the outbox inside the session's transaction and wake the relay on commit."""
+    envelope = envelope_for(event, service=service, trace=context.current(), now=now)
+    await session.execute(
+        insert(plumbing.outbox).values(
+            event_id=envelope.id,
+            topic=spec_for(event).topic.value,
+            partition_key=envelope.subject,
+            event_type=envelope.type,
+            attributes=envelope.attributes(),
+            data=envelope.data,
+        )
+    )
+    # NOTIFY inside a transaction is delivered only when it commits: no wake-up for a rollback.
+    await session.execute(
+        text("SELECT pg_notify(:channel, '')"), {"channel": plumbing.notify_channel}
+    )
+    return envelope
+
+
+async def backlog(session: AsyncSession, plumbing: Plumbing) -> int:
+    result = await session.execute(
+        select(func.count())
+        .select_from(plumbing.outbox)
+        .where(plumbing.outbox.c.published_at.is_(None))
+    )
+    return int(result.scalar_one())
+
+
+class OutboxRelay:
+    """Publishes one schema's outbox to Kafka; several relays may run at once."""
+
+    def __init__(
+        self,
+        database: Database,
+        plumbing: Plumbing,
+        producer: AIOKafkaProducer,
+        *,
+        batch_size: int = 200,
+        lease: timedelta = timedelta(seconds=30),
+        poll_interval: float = 2.0,
+        clock: Clock | None = None,
+    ) -> None:
+        self.database = database
+        self.plumbing = plumbing
+        self.producer = producer
+        self.batch_size = batch_size
+        self.lease = lease
+        self.poll_interval = poll_interval
+        self.clock = clock or SystemClock()
+        self.owner = f"relay-{uuid.uuid4().hex[:12]}"
+        self._wake = asyncio.Event()
+        self.published_total = 0
+
+    async def run(self) -> None:
+        """Relay until cancelled: wake on NOTIFY, poll as a safety net, back off on errors."""
+        listener = await self._listen()
+        try:
+            while True:
+                try:
+                    published = await self.relay_once()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:  # keep relaying: Kafka or the DB may come back
+                    log.warning(
+                        "outbox.relay_failed", error=repr(error), schema=self.plumbing.schema
+                    )
+                    await asyncio.sleep(1.0)
+                    continue
+                if published >= self.batch_size:
+                    continue  # more is waiting
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
+        finally:
+            if listener is not None:
+                with contextlib.suppress(Exception):
+                    await listener.close()
+
+    async def _listen(self) -> asyncpg.Connection | None:
+        try:
+            connection = await asyncpg.connect(asyncpg_dsn(self.database.url))
+            await connection.add_listener(self.plumbing.notify_channel, self._on_notify)
+            return connection
+        except (OSError, asyncpg.PostgresError) as error:
+            log.warning("outbox.listen_unavailable", error=repr(error))
+            return None  # polling alone still delivers
+
+    def _on_notify(self, *_: Any) -> None:
+        self._wake.set()
+
+    async def relay_once(self) -> int:
+        """Claim, publish and mark one batch; returns how many events were published."""
+        claimed = await self._claim()
+        if not claimed:
+            return 0
+        records = [
+            (row, to_kafka(envelope_from_attributes(row.attributes, row.data))) for row in claimed
+        ]
+        try:
+            # send() enqueues in order and returns a delivery future; the idempotent producer keeps
+            # one key's events in order even when it retries.
+            deliveries = [
+                await self.producer.send(
+                    row.topic, value=record.value, key=record.key, headers=record.headers
+                )
+                for row, record in records
+            ]
+            await asyncio.gather(*deliveries)
+        except Exception as error:
+            await self._release([row.seq for row, _ in records], repr(error))
+            raise
+        fault_point("relay.after_publish")
+        await self._mark_published([row.seq for row, _ in records])
+        self.published_total += len(records)
+        return len(records)
+
+    async def _claim(self) -> list[Any]:
+        outbox = self.plumbing.outbox
+        now = self.clock.now()
+        async with self.database.transaction() as session:
+            candidates = (
+                select(outbox.c.seq)
+                .where(outbox.c.published_at.is_(None))
+                .where((outbox.c.lease_until.is_(None)) | (outbox.c.lease_until < now))
+                .order_by(outbox.c.seq)
+                .limit(self.batch_size)
+                .with_for_update(skip_locked=True)
+            )
+            result = await session.execute(
+                update(outbox)
+                .where(outbox.c.seq.in_(candidates.scalar_subquery()))
+                .values(
+                    lease_owner=self.owner,
+                    lease_until=now + self.lease,
+                    attempts=outbox.c.attempts + 1,
+                )
+                .returning(outbox.c.seq, outbox.c.topic, outbox.c.attributes, outbox.c.data)
+            )
+            rows = sorted(result.all(), key=lambda row: row.seq)
+        return rows
+
+    async def _release(self, seqs: list[int], error: str) -> None:
+        """Give claimed rows back at once after a failed publish, so a retry need not wait."""
+        outbox = self.plumbing.outbox
+        async with self.database.transaction() as session:
+            await session.execute(
+                update(outbox)
+                .where(outbox.c.seq.in_(seqs))
+                .where(outbox.c.lease_owner == self.owner)
+                .values(lease_until=None, last_error=error[:2000])
+            )
+
+    async def _mark_published(self, seqs: list[int]) -> None:
+        outbox = self.plumbing.outbox
+        async with self.database.transaction() as session:
+            await session.execute(
+                update(outbox)
+                .where(outbox.c.seq.in_(seqs))
+                .where(outbox.c.lease_owner == self.owner)
+                .values(published_at=self.clock.now(), lease_until=None, last_error=None)
+            )

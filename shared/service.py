@@ -1,0 +1,296 @@
+"""The shape every Threadline service shares: an HTTP app whose lifespan runs the outbox relay,
+the Kafka consumers and the timer scheduler of that service, each restarted if it fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Annotated, Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared import outbox, timers
+from shared.clock import Clock, SystemClock
+from shared.consumer import ConsumerRunner, HandlerRegistry
+from shared.db import Database
+from shared.errors import install_error_handlers
+from shared.http import CorrelationMiddleware
+from shared.kafka import make_consumer, make_producer
+from shared.logging import configure_logging, get_logger
+from shared.outbox import OutboxRelay
+from shared.plumbing import Plumbing
+from shared.settings import ServiceSettings
+from shared.timers import TimerHandler, TimerScheduler
+
+log = get_logger(__name__)
+
+
+@dataclass
+class ServiceDefinition:
+    """What a service contributes; everything else is the same for all services."""
+
+    name: str
+    title: str
+    description: str
+    plumbing: Plumbing
+    routers: Sequence[APIRouter] = ()
+    consumers: HandlerRegistry | None = None
+    timer_handlers: dict[str, TimerHandler] = field(default_factory=dict)
+
+
+class ServiceRuntime:
+    """The long-lived parts of one service process."""
+
+    def __init__(self, definition: ServiceDefinition, settings: ServiceSettings, clock: Clock):
+        self.definition = definition
+        self.settings = settings
+        self.clock = clock
+        self.database = Database(
+            settings.database_url, application_name=f"threadline-{definition.name}"
+        )
+        self.producer: AIOKafkaProducer | None = None
+        self.relay: OutboxRelay | None = None
+        self.consumer_runner: ConsumerRunner | None = None
+        self.scheduler: TimerScheduler | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.kafka_ready = asyncio.Event()
+
+    @property
+    def plumbing(self) -> Plumbing:
+        return self.definition.plumbing
+
+    async def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._kafka_side(), name="kafka-side"))
+        if self.settings.timers_enabled and self.definition.timer_handlers:
+            self.scheduler = TimerScheduler(
+                self.database,
+                self.plumbing,
+                self.definition.timer_handlers,
+                clock=self.clock,
+                poll_interval=self.settings.timers_poll_seconds,
+                batch_size=self.settings.timers_batch_size,
+            )
+            self._tasks.append(self._supervised("timers", self.scheduler.run))
+
+    async def _kafka_side(self) -> None:
+        """Start the producer when Kafka is reachable, then the relay and the consumers."""
+        client = f"threadline-{self.definition.name}"
+        while self.producer is None:
+            producer = make_producer(self.settings.kafka_bootstrap_servers, client_id=client)
+            try:
+                await producer.start()
+                self.producer = producer
+            except Exception as error:
+                log.warning("kafka.unavailable", error=repr(error))
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                await asyncio.sleep(2.0)
+        self.kafka_ready.set()
+        if self.settings.relay_enabled:
+            self.relay = OutboxRelay(
+                self.database,
+                self.plumbing,
+                self.producer,
+                batch_size=self.settings.relay_batch_size,
+                lease=timedelta(seconds=self.settings.relay_lease_seconds),
+                poll_interval=self.settings.relay_poll_seconds,
+                clock=self.clock,
+            )
+            self._tasks.append(self._supervised("relay", self.relay.run))
+        registry = self.definition.consumers
+        if self.settings.consumers_enabled and registry is not None and registry.handlers:
+            self._tasks.append(self._supervised("consumers", self._consume))
+
+    async def _consume(self) -> None:
+        assert self.producer is not None
+        registry = self.definition.consumers
+        assert registry is not None
+        consumer: AIOKafkaConsumer = make_consumer(
+            self.settings.kafka_bootstrap_servers,
+            group_id=self.settings.consumer_group,
+            client_id=f"threadline-{self.definition.name}-consumer",
+        )
+        await consumer.start()
+        try:
+            self.consumer_runner = ConsumerRunner(
+                name=self.settings.consumer_group,
+                database=self.database,
+                plumbing=self.plumbing,
+                consumer=consumer,
+                producer=self.producer,
+                registry=registry,
+                max_attempts=self.settings.consumer_max_attempts,
+                backoff=self.settings.consumer_backoff_seconds,
+                backoff_max=self.settings.consumer_backoff_max_seconds,
+            )
+            await self.consumer_runner.run()
+        finally:
+            with contextlib.suppress(Exception):
+                await consumer.stop()  # leaves the group; done offsets were committed per batch
+
+    def _supervised(self, name: str, work: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+        async def keep_running() -> None:
+            while True:
+                try:
+                    await work()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:
+                    log.exception("worker.crashed", worker=name, error=repr(error))
+                    await asyncio.sleep(2.0)
+
+        return asyncio.create_task(keep_running(), name=name)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.producer is not None:
+            with contextlib.suppress(Exception):
+                await self.producer.stop()
+        await self.database.dispose()
+
+    async def readiness(self) -> dict[str, str]:
+        checks: dict[str, str] = {}
+        try:
+            await asyncio.wait_for(self.database.ping(), timeout=2.0)
+            checks["database"] = "ok"
+        except Exception as error:
+            checks["database"] = f"unavailable: {type(error).__name__}"
+        if self.producer is None:
+            checks["kafka"] = "unavailable: not connected"
+        else:
+            try:
+                metadata = await asyncio.wait_for(self.producer.client.fetch_all_metadata(), 3.0)
+                checks["kafka"] = "ok" if metadata.brokers() else "unavailable: no brokers"
+            except Exception as error:
+                checks["kafka"] = f"unavailable: {type(error).__name__}"
+        return checks
+
+    async def metrics(self) -> bytes:
+        registry = CollectorRegistry()
+        labels = {"service": self.definition.name}
+        async with self.database.transaction() as session:
+            backlog = await outbox.backlog(session, self.plumbing)
+            pending, overdue = await timers.counts(session, self.plumbing, self.clock.now())
+        gauges = {
+            "threadline_outbox_backlog": ("Outbox events not yet published to Kafka", backlog),
+            "threadline_timers_pending": ("Timers scheduled, not yet fired or cancelled", pending),
+            "threadline_timers_overdue": ("Pending timers whose due time has passed", overdue),
+            "threadline_consumer_lag": (
+                "Records behind the high-water mark in this service's consumer group",
+                self.consumer_runner.lag() if self.consumer_runner else 0,
+            ),
+        }
+        for name, (help_text, value) in gauges.items():
+            Gauge(name, help_text, list(labels), registry=registry).labels(**labels).set(value)
+        counters = {
+            "threadline_outbox_published": self.relay.published_total if self.relay else 0,
+            "threadline_events_applied": self.consumer_runner.applied
+            if self.consumer_runner
+            else 0,
+            "threadline_events_duplicate": (
+                self.consumer_runner.duplicates if self.consumer_runner else 0
+            ),
+            "threadline_events_dead_lettered": (
+                self.consumer_runner.dead_lettered if self.consumer_runner else 0
+            ),
+            "threadline_timers_fired": self.scheduler.fired_total if self.scheduler else 0,
+        }
+        for name, value in counters.items():
+            counter = Counter(name, name.replace("_", " "), list(labels), registry=registry)
+            counter.labels(**labels).inc(value)
+        return generate_latest(registry)
+
+
+def runtime_of(request: Request) -> ServiceRuntime:
+    runtime: ServiceRuntime = request.app.state.runtime
+    return runtime
+
+
+async def session_scope(request: Request) -> AsyncIterator[AsyncSession]:
+    """The request's transaction: committed when the endpoint returns, before the response."""
+    async with runtime_of(request).database.transaction() as session:
+        yield session
+
+
+def clock_of(request: Request) -> Clock:
+    return runtime_of(request).clock
+
+
+RuntimeDep = Annotated[ServiceRuntime, Depends(runtime_of)]
+SessionDep = Annotated[AsyncSession, Depends(session_scope, scope="function")]
+ClockDep = Annotated[Clock, Depends(clock_of)]
+
+
+def _operations_router() -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz", summary="Liveness: the process is serving")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz", summary="Readiness: database and Kafka reachable")
+    async def readyz(runtime: RuntimeDep) -> JSONResponse:
+        checks = await runtime.readiness()
+        ready = all(value == "ok" for value in checks.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics(runtime: RuntimeDep) -> Response:
+        return Response(await runtime.metrics(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def create_service_app(
+    definition: ServiceDefinition,
+    settings: ServiceSettings,
+    *,
+    clock: Clock | None = None,
+    configure_logs: bool = True,
+) -> FastAPI:
+    """Build the FastAPI app of a service, with its background workers in the lifespan."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        if configure_logs:
+            configure_logging(definition.name, settings.log_level, settings.log_json)
+        runtime = ServiceRuntime(definition, settings, clock or SystemClock())
+        app.state.runtime = runtime
+        await runtime.start()
+        log.info("service.started", service=definition.name, port=settings.port)
+        try:
+            yield {}
+        finally:
+            await runtime.stop()
+            log.info("service.stopped", service=definition.name)
+
+    app = FastAPI(
+        title=definition.title,
+        description=definition.description,
+        version="1.0.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.add_middleware(CorrelationMiddleware)
+    install_error_handlers(app)
+    app.include_router(_operations_router())
+    for router in definition.routers:
+        app.include_router(router)
+    return app
