@@ -1,0 +1,104 @@
+"""The test stack: a real PostgreSQL and a real Kafka, started once per session on their own
+ports and data directories (``var/test``), so tests never touch the development stack."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from deploy.local.stack import REPO_ROOT, Stack
+from services.catalogue import SERVICES, load_events
+from shared.db import Database
+from shared.kafka import ensure_topics
+from shared.migrations import upgrade
+from tests.support import plumbing as test_plumbing
+
+load_events()
+
+
+def _port(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def make_test_stack(name: str, *, base: int) -> Stack:
+    """A throw-away stack under var/<name> with ports from ``base`` upwards."""
+    var = REPO_ROOT / "var" / name
+    return Stack(
+        state_dir=var,
+        log_dir=var / "log",
+        run_dir=var / "run",
+        pg_port=base,
+        kafka_port=base + 1,
+        kafka_controller_port=base + 2,
+        service_ports={service: base + 10 + i for i, service in enumerate(SERVICES)},
+        database="threadline_test",
+        durable=False,
+        kafka_heap="384m",
+        calendar_file=REPO_ROOT / "config" / "calendars" / "england.toml",
+    )
+
+
+async def _create_test_schema(url: str) -> None:
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as connection:
+            await connection.exec_driver_sql(
+                f'CREATE SCHEMA IF NOT EXISTS "{test_plumbing.SCHEMA}"'
+            )
+            await connection.run_sync(test_plumbing.metadata.create_all)
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    stack = make_test_stack("test", base=_port("THREADLINE_TEST_PORT_BASE", 54330))
+    stack.postgres.wipe()
+    stack.kafka.wipe()
+    stack.start_infrastructure()
+    try:
+        for service in SERVICES:
+            upgrade(service, stack.database_url)
+        asyncio.run(_create_test_schema(stack.database_url))
+        asyncio.run(ensure_topics(stack.kafka.bootstrap_servers))
+        yield stack
+    finally:
+        stack.stop_infrastructure()
+
+
+@pytest.fixture(scope="session")
+def database_url(stack: Stack) -> str:
+    return stack.database_url
+
+
+@pytest.fixture(scope="session")
+def bootstrap(stack: Stack) -> str:
+    return stack.kafka.bootstrap_servers
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    database = Database(database_url)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+def worker_env(database_url: str, bootstrap: str) -> dict[str, str]:
+    """The environment for subprocess workers of the test stack."""
+    return {
+        **os.environ,
+        "THREADLINE_DATABASE_URL": database_url,
+        "THREADLINE_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return REPO_ROOT

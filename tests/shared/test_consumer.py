@@ -1,0 +1,200 @@
+"""The consumer runner: redelivery is a no-op, poison goes to the DLQ and the next record is
+still processed, and a consumer killed between its DB commit and its offset commit applies
+nothing twice."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import uuid
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import func, select
+
+from shared import context
+from shared.consumer import ConsumerRunner
+from shared.db import Database
+from shared.events.envelope import envelope_for, to_kafka
+from shared.kafka import ensure_topics, make_consumer, make_producer
+from tests.support.kafka import eventually, header, read_topic
+from tests.support.plumbing import (
+    TEST_TOPIC,
+    ProbeSent,
+    effects,
+    new_run_id,
+    plumbing,
+    registry_for,
+)
+from tests.support.processes import Worker
+
+
+async def publish(
+    producer: AIOKafkaProducer, event: ProbeSent, topic: str = TEST_TOPIC.value
+) -> uuid.UUID:
+    """Publish straight to the topic (as the relay would) and return the event id."""
+    envelope = envelope_for(event, service="tests", trace=context.current(), now=datetime.now(UTC))
+    record = to_kafka(envelope)
+    await producer.send_and_wait(topic, record.value, key=record.key, headers=record.headers)
+    return envelope.id
+
+
+async def effect_rows(database: Database, run_id: str) -> list[tuple[uuid.UUID, int]]:
+    async with database.transaction() as session:
+        result = await session.execute(
+            select(effects.c.event_id, effects.c.sequence)
+            .where(effects.c.run_id == run_id)
+            .order_by(effects.c.id)
+        )
+        return [(row.event_id, row.sequence) for row in result]
+
+
+@contextlib.asynccontextmanager
+async def running_consumer(
+    database: Database, bootstrap: str, run_id: str, *, max_attempts: int = 3
+):
+    group = f"test-group-{run_id}"
+    consumer = make_consumer(bootstrap, group_id=group, client_id="test-consumer")
+    producer = make_producer(bootstrap, client_id="test-dlq")
+    await consumer.start()
+    await producer.start()
+    runner = ConsumerRunner(
+        name=group,
+        database=database,
+        plumbing=plumbing,
+        consumer=consumer,
+        producer=producer,
+        registry=registry_for(group, run_id),
+        topics=[TEST_TOPIC.value],
+        max_attempts=max_attempts,
+        backoff=0.05,
+    )
+    task = asyncio.create_task(runner.run())
+    try:
+        yield runner
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await consumer.stop()
+        await producer.stop()
+
+
+async def test_the_same_event_delivered_twice_is_applied_once(
+    database: Database, bootstrap: str
+) -> None:
+    run_id = new_run_id()
+    producer = make_producer(bootstrap, client_id="test-producer")
+    await producer.start()
+    try:
+        envelope = envelope_for(
+            ProbeSent(run_id=run_id, sequence=1),
+            service="tests",
+            trace=context.current(),
+            now=datetime.now(UTC),
+        )
+        record = to_kafka(envelope)
+        for _ in range(2):  # e.g. a relay that crashed before marking the row published
+            await producer.send_and_wait(
+                TEST_TOPIC.value, record.value, key=record.key, headers=record.headers
+            )
+        last = await publish(producer, ProbeSent(run_id=run_id, sequence=2))
+    finally:
+        await producer.stop()
+
+    async with running_consumer(database, bootstrap, run_id) as runner:
+        await eventually(lambda: runner.applied + runner.duplicates >= 3)
+        assert runner.duplicates == 1
+
+    rows = await effect_rows(database, run_id)
+    assert rows == [(envelope.id, 1), (last, 2)]
+
+
+async def test_poison_goes_to_the_dead_letter_topic_and_the_next_event_is_processed(
+    database: Database, bootstrap: str
+) -> None:
+    run_id = new_run_id()
+    producer = make_producer(bootstrap, client_id="test-producer")
+    await producer.start()
+    try:
+        first = await publish(producer, ProbeSent(run_id=run_id, sequence=1))
+        poison = await publish(producer, ProbeSent(run_id=run_id, sequence=2, poison=True))
+        # A record that is not a CloudEvent at all (a misconfigured producer, say).
+        await producer.send_and_wait(TEST_TOPIC.value, b"{not json", key=run_id.encode())
+        after = await publish(producer, ProbeSent(run_id=run_id, sequence=3))
+    finally:
+        await producer.stop()
+
+    async with running_consumer(database, bootstrap, run_id, max_attempts=3) as runner:
+        await eventually(lambda: runner.dead_lettered >= 2 and runner.applied >= 2)
+
+    assert await effect_rows(database, run_id) == [(first, 1), (after, 3)]
+
+    dead = await read_topic(
+        bootstrap,
+        TEST_TOPIC.dlq,
+        keep=lambda r: r.key == run_id.encode(),
+        until=lambda found: len(found) >= 2,
+    )
+    by_id = {header(r, "ce_id"): r for r in dead}
+    poisoned = by_id[str(poison)]
+    assert "poison by design" in (header(poisoned, "dlq_error") or "")
+    assert header(poisoned, "dlq_source_topic") == TEST_TOPIC.value
+    assert poisoned.value is not None and b'"poison":true' in poisoned.value.replace(b" ", b"")
+    garbage = by_id[None]
+    assert "EnvelopeError" in (header(garbage, "dlq_error") or "")
+    assert garbage.value == b"{not json"
+
+    async with database.transaction() as session:
+        outcome = await session.scalar(
+            select(plumbing.inbox.c.outcome).where(plumbing.inbox.c.event_id == poison)
+        )
+    assert outcome == "dead_lettered"
+
+
+async def test_consumer_killed_after_db_commit_before_offset_commit_applies_nothing_twice(
+    database: Database, bootstrap: str, worker_env: dict[str, str], tmp_path
+) -> None:
+    run_id = new_run_id()
+    group = f"test-crash-{run_id}"
+    topic = f"threadline.test-{run_id}.v1"  # its own topic, so the crash hits this test's event
+    await ensure_topics(bootstrap, [topic], partitions=1)
+    producer = make_producer(bootstrap, client_id="test-producer")
+    await producer.start()
+    try:
+        ids = [
+            await publish(producer, ProbeSent(run_id=run_id, sequence=n), topic) for n in range(5)
+        ]
+    finally:
+        await producer.stop()
+
+    args = ["consume", "--group", group, "--run-id", run_id, "--topic", topic]
+    crashing = Worker(
+        args, {**worker_env, "THREADLINE_FAULTS": "consumer.after_db_commit"}, tmp_path / "c1.log"
+    )
+    code = await asyncio.to_thread(crashing.wait, 90)
+    assert code == -signal.SIGKILL, crashing.output()
+    # It died with the first effect committed and its offset not.
+    assert [sequence for _, sequence in await effect_rows(database, run_id)] == [0]
+
+    with Worker(args, worker_env, tmp_path / "c2.log") as restarted:
+
+        async def all_applied() -> bool:
+            return len(await effect_rows(database, run_id)) >= 5
+
+        await eventually(all_applied, timeout=60)
+        await asyncio.sleep(0.5)
+        output = restarted.output()
+
+    rows = await effect_rows(database, run_id)
+    assert sorted(sequence for _, sequence in rows) == [0, 1, 2, 3, 4]
+    assert {event_id for event_id, _ in rows} == set(ids)
+    assert "consumer.duplicate" in output, "the first event was not redelivered"
+    async with database.transaction() as session:
+        applied = await session.scalar(
+            select(func.count())
+            .select_from(plumbing.inbox)
+            .where(plumbing.inbox.c.consumer == group)
+        )
+    assert applied == 5

@@ -1,0 +1,149 @@
+"""The outbox: an event is published if and only if its transaction committed, and a relay that
+dies at the worst moment loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import uuid
+from collections import Counter
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
+
+from shared import outbox
+from shared.db import Database
+from shared.kafka import make_producer
+from shared.outbox import OutboxRelay
+from tests.support.kafka import header, read_topic
+from tests.support.plumbing import TEST_TOPIC, ProbeSent, new_run_id, plumbing
+from tests.support.processes import Worker
+
+
+async def append_probes(database: Database, run_id: str, count: int) -> list[uuid.UUID]:
+    async with database.transaction() as session:
+        return [
+            (
+                await outbox.append(
+                    session,
+                    plumbing,
+                    ProbeSent(run_id=run_id, sequence=sequence),
+                    service="tests",
+                    now=datetime.now(UTC),
+                )
+            ).id
+            for sequence in range(count)
+        ]
+
+
+async def unpublished(database: Database, ids: list[uuid.UUID]) -> int:
+    async with database.transaction() as session:
+        return int(
+            await session.scalar(
+                select(func.count())
+                .select_from(plumbing.outbox)
+                .where(plumbing.outbox.c.event_id.in_(ids))
+                .where(plumbing.outbox.c.published_at.is_(None))
+            )
+        )
+
+
+def ids_of(records: list) -> list[str]:
+    return [header(record, "ce_id") or "" for record in records]
+
+
+async def test_committed_events_are_published_in_order_and_rolled_back_ones_never(
+    database: Database, bootstrap: str
+) -> None:
+    run_id = new_run_id()
+    committed = await append_probes(database, run_id, 5)
+    with contextlib.suppress(RuntimeError):
+        async with database.transaction() as session:
+            await outbox.append(
+                session,
+                plumbing,
+                ProbeSent(run_id=run_id, sequence=99),
+                service="tests",
+                now=datetime.now(UTC),
+            )
+            raise RuntimeError("the state change failed, so its event must not exist")
+
+    producer = make_producer(bootstrap, client_id="test-relay")
+    await producer.start()
+    relay = OutboxRelay(database, plumbing, producer, poll_interval=0.2)
+    task = asyncio.create_task(relay.run())
+    try:
+        records = await read_topic(
+            bootstrap,
+            TEST_TOPIC.value,
+            keep=lambda r: r.key == run_id.encode(),
+            until=lambda found: len(found) >= 5,
+        )
+        await asyncio.sleep(1.0)  # give a stray sixth event the chance to appear
+        records = await read_topic(
+            bootstrap,
+            TEST_TOPIC.value,
+            keep=lambda r: r.key == run_id.encode(),
+            until=lambda found: len(found) >= 5,
+        )
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await producer.stop()
+
+    assert ids_of(records) == [str(event_id) for event_id in committed]
+    assert await unpublished(database, committed) == 0
+    assert {header(r, "ce_type") for r in records} == {"test.probe_sent"}
+    assert {header(r, "ce_subject") for r in records} == {run_id}
+
+
+async def test_relay_killed_between_publish_and_mark_loses_nothing(
+    database: Database, bootstrap: str, worker_env: dict[str, str], tmp_path
+) -> None:
+    run_id = new_run_id()
+    ids = await append_probes(database, run_id, 20)
+
+    crashing = Worker(
+        ["relay", "--lease-seconds", "2"],
+        {**worker_env, "THREADLINE_FAULTS": "relay.after_publish"},
+        tmp_path / "relay-crash.log",
+    )
+    code = await asyncio.to_thread(crashing.wait, 60)
+    assert code == -signal.SIGKILL, crashing.output()
+    # The worst moment: Kafka has the events, the outbox does not know it.
+    published_before_mark = await read_topic(
+        bootstrap,
+        TEST_TOPIC.value,
+        keep=lambda r: r.key == run_id.encode(),
+        until=lambda found: len(found) >= 20,
+    )
+    assert set(ids_of(published_before_mark)) == {str(i) for i in ids}
+    assert await unpublished(database, ids) == 20
+
+    with Worker(["relay", "--lease-seconds", "2"], worker_env, tmp_path / "relay.log") as relay:
+        for _ in range(150):
+            if await unpublished(database, ids) == 0:
+                break
+            await asyncio.sleep(0.2)
+        assert await unpublished(database, ids) == 0, relay.output()
+
+    records = await read_topic(
+        bootstrap,
+        TEST_TOPIC.value,
+        keep=lambda r: r.key == run_id.encode(),
+        until=lambda found: len(found) >= 40,
+    )
+    delivered = Counter(ids_of(records))
+    assert set(delivered) == {str(i) for i in ids}, "an event was lost"
+    # At-least-once: the restarted relay sent them again with the same ids, for the inbox to drop.
+    assert all(count == 2 for count in delivered.values())
+
+
+async def test_backlog_counts_events_not_yet_published(database: Database) -> None:
+    async with database.transaction() as session:
+        before = await outbox.backlog(session, plumbing)
+    await append_probes(database, new_run_id(), 3)
+    async with database.transaction() as session:
+        assert await outbox.backlog(session, plumbing) == before + 3
