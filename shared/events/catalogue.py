@@ -59,11 +59,11 @@ def _fields(schema: dict[str, Any], definitions: dict[str, Any]) -> list[str]:
 
 
 def render_catalogue() -> str:
-    from services.catalogue import load_events
+    from services.catalogue import SERVICES, load_events
 
     load_events()
     out = [HEADER, "## Topics", "", "| topic | dead-letter topic | events |", "| --- | --- | --- |"]
-    specs = all_events()
+    specs = [spec for spec in all_events() if spec.producer in SERVICES]
     for topic in Topic:
         types = ", ".join(f"`{s.type}`" for s in specs if s.topic == topic) or "(none yet)"
         out.append(f"| `{topic.value}` | `{topic.dlq}` | {types} |")

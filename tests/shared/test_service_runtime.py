@@ -1,0 +1,75 @@
+"""What an operator sees of every service: liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+import socket
+
+from services.consent.app import create_app as create_consent
+from services.referrals.app import create_app as create_referrals
+from tests.services.factories import referral_body
+from tests.support.apps import consent_settings, referrals_settings, serving
+from tests.support.kafka import eventually
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_ready_when_database_and_kafka_are_reachable(
+    database_url: str, bootstrap: str
+) -> None:
+    app = create_consent(consent_settings(database_url, bootstrap), configure_logs=False)
+    async with serving(app) as client:
+        assert (await client.get("/healthz")).json() == {"status": "ok"}
+
+        async def ready() -> bool:
+            return (await client.get("/readyz")).status_code == 200
+
+        await eventually(ready, timeout=20)
+        body = (await client.get("/readyz")).json()
+        assert body == {"status": "ready", "checks": {"database": "ok", "kafka": "ok"}}
+
+
+async def test_not_ready_when_kafka_is_unreachable(database_url: str) -> None:
+    nowhere = f"127.0.0.1:{_free_port()}"
+    app = create_consent(consent_settings(database_url, nowhere), configure_logs=False)
+    async with serving(app) as client:
+        assert (await client.get("/healthz")).status_code == 200  # alive, just not ready
+        response = await client.get("/readyz")
+        assert response.status_code == 503
+        checks = response.json()["checks"]
+        assert checks["database"] == "ok"
+        assert checks["kafka"].startswith("unavailable")
+
+
+async def test_not_ready_when_the_database_is_unreachable(bootstrap: str) -> None:
+    url = f"postgresql+asyncpg://threadline@127.0.0.1:{_free_port()}/threadline"
+    app = create_consent(consent_settings(url, bootstrap), configure_logs=False)
+    async with serving(app) as client:
+        response = await client.get("/readyz")
+        assert response.status_code == 503
+        assert response.json()["checks"]["database"].startswith("unavailable")
+
+
+async def test_metrics_report_outbox_timers_and_consumer_lag(
+    database_url: str, bootstrap: str
+) -> None:
+    app = create_referrals(referrals_settings(database_url, bootstrap), configure_logs=False)
+    async with serving(app) as client:
+        assert (await client.post("/v1/referrals", json=referral_body())).status_code == 201
+        text = (await client.get("/metrics")).text
+    for name in (
+        "threadline_outbox_backlog",
+        "threadline_timers_pending",
+        "threadline_timers_overdue",
+        "threadline_consumer_lag",
+        "threadline_outbox_published_total",
+        "threadline_events_dead_lettered_total",
+    ):
+        assert f'{name}{{service="referrals"}}' in text, name
+    pending = next(
+        line for line in text.splitlines() if line.startswith("threadline_timers_pending{")
+    )
+    assert float(pending.rsplit(" ", 1)[1]) >= 1

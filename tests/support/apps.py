@@ -1,0 +1,53 @@
+"""Running service apps in-process (lifespan and all: relay, consumers, timers) for tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from deploy.local.stack import REPO_ROOT
+from services.consent.settings import ConsentSettings
+from services.notifications.settings import NotificationsSettings
+from services.referrals.settings import ReferralsSettings
+
+CALENDAR = str(REPO_ROOT / "config" / "calendars" / "england.toml")
+
+
+def _common(database_url: str, bootstrap: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "environment": "test",
+        "database_url": database_url,
+        "kafka_bootstrap_servers": bootstrap,
+        "relay_poll_seconds": 0.5,
+        "timers_poll_seconds": 0.2,
+        "consumer_backoff_seconds": 0.05,
+        "calendar_file": CALENDAR,
+        **overrides,
+    }
+
+
+def referrals_settings(database_url: str, bootstrap: str, **overrides: Any) -> ReferralsSettings:
+    return ReferralsSettings(**_common(database_url, bootstrap, overrides))
+
+
+def notifications_settings(
+    database_url: str, bootstrap: str, **overrides: Any
+) -> NotificationsSettings:
+    return NotificationsSettings(**_common(database_url, bootstrap, overrides))
+
+
+def consent_settings(database_url: str, bootstrap: str, **overrides: Any) -> ConsentSettings:
+    return ConsentSettings(**_common(database_url, bootstrap, overrides))
+
+
+@asynccontextmanager
+async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """Run the app's lifespan (its workers start) and give an HTTP client bound to it."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield client
