@@ -56,7 +56,7 @@ class HandlerRegistry:
         return register
 
     def topics(self) -> list[str]:
-        found = {spec.topic.value for t in self.handlers if (spec := spec_for_type(t))}
+        found = {str(spec.topic) for t in self.handlers if (spec := spec_for_type(t))}
         return sorted(found)
 
 
@@ -204,7 +204,7 @@ class ConsumerRunner:
                     return False
                 await handler(session, payload, envelope)
             fault_point("consumer.after_db_commit")
-            log.info("consumer.applied", event_id=str(envelope.id), type=envelope.type)
+            log.debug("consumer.applied", event_id=str(envelope.id), type=envelope.type)
         return True
 
     async def _remember(

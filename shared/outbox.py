@@ -45,7 +45,7 @@ async def append(
     await session.execute(
         insert(plumbing.outbox).values(
             event_id=envelope.id,
-            topic=spec_for(event).topic.value,
+            topic=str(spec_for(event).topic),
             partition_key=envelope.subject,
             event_type=envelope.type,
             attributes=envelope.attributes(),

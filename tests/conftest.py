@@ -66,6 +66,7 @@ def stack() -> Iterator[Stack]:
             upgrade(service, stack.database_url)
         asyncio.run(_create_test_schema(stack.database_url))
         asyncio.run(ensure_topics(stack.kafka.bootstrap_servers))
+        asyncio.run(ensure_topics(stack.kafka.bootstrap_servers, [test_plumbing.TEST_TOPIC]))
         yield stack
     finally:
         stack.stop_infrastructure()

@@ -65,7 +65,7 @@ def render_catalogue() -> str:
     out = [HEADER, "## Topics", "", "| topic | dead-letter topic | events |", "| --- | --- | --- |"]
     specs = [spec for spec in all_events() if spec.producer in SERVICES]
     for topic in Topic:
-        types = ", ".join(f"`{s.type}`" for s in specs if s.topic == topic) or "(none yet)"
+        types = ", ".join(f"`{s.type}`" for s in specs if s.topic == topic.value) or "(none yet)"
         out.append(f"| `{topic.value}` | `{topic.dlq}` | {types} |")
     out.append("")
     for spec in specs:
@@ -76,7 +76,7 @@ def render_catalogue() -> str:
             "",
             spec.summary,
             "",
-            f"- topic: `{spec.topic.value}`; key and subject: `{spec.schema.key_field}`",
+            f"- topic: `{spec.topic}`; key and subject: `{spec.schema.key_field}`",
             f"- emitted by: `services/{spec.producer}`",
             "",
             *_fields(schema, definitions),

@@ -11,19 +11,18 @@ and the registry is the single source for producers, consumers and ``docs/events
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from shared.events.topics import Topic
-
 
 @dataclass(frozen=True)
 class EventSpec:
     type: str
-    topic: Topic
-    schema: type[Event]
+    topic: str  # one of shared.events.topics.Topic for every service event
+    schema: builtins.type[Event]
     producer: str
     summary: str
 
@@ -41,7 +40,7 @@ class Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     event_type: ClassVar[str]
-    topic: ClassVar[Topic]
+    topic: ClassVar[str]
     key_field: ClassVar[str]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -55,7 +54,7 @@ class Event(BaseModel):
         cls,
         *,
         type: str | None = None,
-        topic: Topic | None = None,
+        topic: str | None = None,
         key: str | None = None,
         producer: str = "",
         **kwargs: Any,
@@ -89,8 +88,4 @@ def spec_for_type(event_type: str) -> EventSpec | None:
 
 
 def all_events() -> list[EventSpec]:
-    return sorted(_REGISTRY.values(), key=lambda spec: (spec.topic.value, spec.type))
-
-
-def topics() -> list[Topic]:
-    return list(Topic)
+    return sorted(_REGISTRY.values(), key=lambda spec: (str(spec.topic), spec.type))

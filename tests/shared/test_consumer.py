@@ -17,6 +17,7 @@ from shared import context
 from shared.consumer import ConsumerRunner
 from shared.db import Database
 from shared.events.envelope import envelope_for, to_kafka
+from shared.events.topics import dead_letter_topic
 from shared.kafka import ensure_topics, make_consumer, make_producer
 from tests.support.kafka import eventually, header, read_topic
 from tests.support.plumbing import (
@@ -31,7 +32,7 @@ from tests.support.processes import Worker
 
 
 async def publish(
-    producer: AIOKafkaProducer, event: ProbeSent, topic: str = TEST_TOPIC.value
+    producer: AIOKafkaProducer, event: ProbeSent, topic: str = TEST_TOPIC
 ) -> uuid.UUID:
     """Publish straight to the topic (as the relay would) and return the event id."""
     envelope = envelope_for(event, service="tests", trace=context.current(), now=datetime.now(UTC))
@@ -66,7 +67,7 @@ async def running_consumer(
         consumer=consumer,
         producer=producer,
         registry=registry_for(group, run_id),
-        topics=[TEST_TOPIC.value],
+        topics=[TEST_TOPIC],
         max_attempts=max_attempts,
         backoff=0.05,
     )
@@ -97,7 +98,7 @@ async def test_the_same_event_delivered_twice_is_applied_once(
         record = to_kafka(envelope)
         for _ in range(2):  # e.g. a relay that crashed before marking the row published
             await producer.send_and_wait(
-                TEST_TOPIC.value, record.value, key=record.key, headers=record.headers
+                TEST_TOPIC, record.value, key=record.key, headers=record.headers
             )
         last = await publish(producer, ProbeSent(run_id=run_id, sequence=2))
     finally:
@@ -121,7 +122,7 @@ async def test_poison_goes_to_the_dead_letter_topic_and_the_next_event_is_proces
         first = await publish(producer, ProbeSent(run_id=run_id, sequence=1))
         poison = await publish(producer, ProbeSent(run_id=run_id, sequence=2, poison=True))
         # A record that is not a CloudEvent at all (a misconfigured producer, say).
-        await producer.send_and_wait(TEST_TOPIC.value, b"{not json", key=run_id.encode())
+        await producer.send_and_wait(TEST_TOPIC, b"{not json", key=run_id.encode())
         after = await publish(producer, ProbeSent(run_id=run_id, sequence=3))
     finally:
         await producer.stop()
@@ -133,14 +134,14 @@ async def test_poison_goes_to_the_dead_letter_topic_and_the_next_event_is_proces
 
     dead = await read_topic(
         bootstrap,
-        TEST_TOPIC.dlq,
+        dead_letter_topic(TEST_TOPIC),
         keep=lambda r: r.key == run_id.encode(),
         until=lambda found: len(found) >= 2,
     )
     by_id = {header(r, "ce_id"): r for r in dead}
     poisoned = by_id[str(poison)]
     assert "poison by design" in (header(poisoned, "dlq_error") or "")
-    assert header(poisoned, "dlq_source_topic") == TEST_TOPIC.value
+    assert header(poisoned, "dlq_source_topic") == TEST_TOPIC
     assert poisoned.value is not None and b'"poison":true' in poisoned.value.replace(b" ", b"")
     garbage = by_id[None]
     assert "EnvelopeError" in (header(garbage, "dlq_error") or "")

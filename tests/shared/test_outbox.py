@@ -76,14 +76,14 @@ async def test_committed_events_are_published_in_order_and_rolled_back_ones_neve
     try:
         records = await read_topic(
             bootstrap,
-            TEST_TOPIC.value,
+            TEST_TOPIC,
             keep=lambda r: r.key == run_id.encode(),
             until=lambda found: len(found) >= 5,
         )
         await asyncio.sleep(1.0)  # give a stray sixth event the chance to appear
         records = await read_topic(
             bootstrap,
-            TEST_TOPIC.value,
+            TEST_TOPIC,
             keep=lambda r: r.key == run_id.encode(),
             until=lambda found: len(found) >= 5,
         )
@@ -115,7 +115,7 @@ async def test_relay_killed_between_publish_and_mark_loses_nothing(
     # The worst moment: Kafka has the events, the outbox does not know it.
     published_before_mark = await read_topic(
         bootstrap,
-        TEST_TOPIC.value,
+        TEST_TOPIC,
         keep=lambda r: r.key == run_id.encode(),
         until=lambda found: len(found) >= 20,
     )
@@ -131,7 +131,7 @@ async def test_relay_killed_between_publish_and_mark_loses_nothing(
 
     records = await read_topic(
         bootstrap,
-        TEST_TOPIC.value,
+        TEST_TOPIC,
         keep=lambda r: r.key == run_id.encode(),
         until=lambda found: len(found) >= 40,
     )

@@ -16,13 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared import outbox
 from shared.consumer import HandlerRegistry
 from shared.db import service_metadata
-from shared.events import Event, Topic
+from shared.events import Event
 from shared.events.envelope import Envelope
 from shared.plumbing import attach_plumbing
 from shared.timers import DueTimer, TimerHandler
 
 SCHEMA = "plumbing_test"
-TEST_TOPIC = Topic.CONTACTS  # unused by any service yet; tests key their events by run id
+TEST_TOPIC = "threadline.test.v1"  # no service reads it; tests key their events by run id
 
 metadata: MetaData = service_metadata(SCHEMA)
 plumbing = attach_plumbing(metadata)

@@ -72,7 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("role", choices=["relay", "consume", "timers"])
     parser.add_argument("--kind", default="")
-    parser.add_argument("--topic", default=TEST_TOPIC.value)
+    parser.add_argument("--topic", default=TEST_TOPIC)
     parser.add_argument("--group", default="")
     parser.add_argument("--run-id", default="")
     parser.add_argument("--lease-seconds", type=float, default=2.0)

@@ -1,0 +1,43 @@
+"""Run every benchmark, write bench/results/<name>.json, print a short table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import pipeline
+from shared.logging import configure_logging
+
+RESULTS = Path(__file__).parent / "results"
+BENCHMARKS = {"pipeline": pipeline.run}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--only", choices=sorted(BENCHMARKS), action="append")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (for a smoke run)")
+    args = parser.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    configure_logging("bench", "WARNING", json=True)
+    for name in args.only or list(BENCHMARKS):
+        result = BENCHMARKS[name](quick=args.quick)
+        result["machine"] = {
+            "python": platform.python_version(),
+            "cpus": __import__("os").cpu_count(),
+            "platform": platform.platform(),
+        }
+        result["finished_at"] = datetime.now(UTC).isoformat()
+        (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        print(f"\n{name}  →  bench/results/{name}.json")
+        print(f"{'metric':<44} {'value':>12}  unit")
+        for metric, (value, unit) in result["table"].items():
+            print(f"{metric:<44} {value:>12}  {unit}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
