@@ -20,7 +20,7 @@ import httpx
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from deploy.local.stack import REPO_ROOT, Stack
+from deploy.local.stack import Stack
 from services.catalogue import SERVICES
 from shared import outbox
 from shared.consumer import ConsumerRunner, HandlerRegistry
@@ -46,19 +46,8 @@ class BenchTicked(Event, type="bench.ticked", topic=BENCH_TOPIC, key="stream", p
 
 
 def _stack() -> Stack:
-    var = REPO_ROOT / "var" / "bench"
-    return Stack(
-        state_dir=var,
-        log_dir=var / "log",
-        run_dir=var / "run",
-        pg_port=BASE,
-        kafka_port=BASE + 1,
-        kafka_controller_port=BASE + 2,
-        service_ports={service: BASE + 10 + i for i, service in enumerate(SERVICES)},
-        database="threadline_bench",
-        durable=True,  # measure with fsync on, as a real deployment runs
-        calendar_file=REPO_ROOT / "config" / "calendars" / "england.toml",
-    )
+    # fsync stays on: measure as a real deployment runs.
+    return Stack.isolated("bench", base_port=BASE, durable=True)
 
 
 def _percentiles(samples: list[float]) -> dict[str, float]:

@@ -15,9 +15,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import context
@@ -62,6 +64,24 @@ class HandlerRegistry:
 
 class PermanentError(Exception):
     """An error that retrying cannot fix (e.g. an event that fails its schema)."""
+
+
+def is_transient(error: BaseException) -> bool:
+    """Infrastructure trouble (database or network down), not the event's fault.
+
+    Such errors are retried for as long as they last and never dead-letter an event: a
+    PostgreSQL restart must not send good events to the DLQ.
+    """
+    if isinstance(error, OperationalError | InterfaceError | OSError | TimeoutError):
+        return True
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(
+        error,
+        asyncpg.PostgresConnectionError
+        | asyncpg.CannotConnectNowError
+        | asyncpg.TooManyConnectionsError,
+    )
 
 
 class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -155,6 +175,7 @@ class ConsumerRunner:
         if handler is None:
             return  # another service's event on a shared topic
         attempt = 0
+        outage = 0
         while True:
             attempt += 1
             try:
@@ -165,6 +186,19 @@ class ConsumerRunner:
                 await self._dead_letter(record, envelope, _describe(error))
                 return
             except Exception as error:
+                if is_transient(error):
+                    attempt -= 1  # not the event's fault: does not count towards the DLQ
+                    outage += 1
+                    delay = min(self.backoff_max, self.backoff * 2 ** min(outage, 10))
+                    log.warning(
+                        "consumer.infrastructure_unavailable",
+                        consumer=self.name,
+                        event_id=str(envelope.id),
+                        retry_in=round(delay, 2),
+                        error=repr(error),
+                    )
+                    await asyncio.sleep(delay)
+                    continue
                 if attempt >= self.max_attempts:
                     await self._dead_letter(record, envelope, _describe(error))
                     return

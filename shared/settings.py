@@ -1,25 +1,25 @@
 """Settings common to every service; each service subclasses with its own env prefix.
 
-Common values (database, Kafka) are read from ``THREADLINE_*`` and may be overridden per service
-with ``THREADLINE_<SERVICE>_*``, so one environment file can drive every process.
+Every value is read from ``THREADLINE_<SERVICE>_<NAME>`` first and then from ``THREADLINE_<NAME>``,
+so one environment file can drive every process and still override one service.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
-from pydantic import AliasChoices, Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 Environment = Literal["development", "test", "production"]
 
 DEV_DATABASE_URL = "postgresql+asyncpg://threadline@127.0.0.1:54320/threadline"
 DEV_KAFKA = "127.0.0.1:19092"
-
-
-def _common(name: str) -> Any:
-    """A field that the service-specific variable overrides and the common one supplies."""
-    return AliasChoices(name, f"threadline_{name}")
 
 
 class ServiceSettings(BaseSettings):
@@ -28,17 +28,28 @@ class ServiceSettings(BaseSettings):
     service_name: ClassVar[str] = "service"
     default_port: ClassVar[int] = 8100
 
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(env_prefix="THREADLINE_", extra="ignore")
 
-    environment: Environment = Field(default="development", validation_alias=_common("environment"))
-    database_url: str = Field(default=DEV_DATABASE_URL, validation_alias=_common("database_url"))
-    kafka_bootstrap_servers: str = Field(
-        default=DEV_KAFKA, validation_alias=_common("kafka_bootstrap_servers")
-    )
-    host: str = Field(default="127.0.0.1", validation_alias=_common("host"))
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Service prefix (``env_settings``) before the common ``THREADLINE_`` prefix."""
+        common = EnvSettingsSource(settings_cls, env_prefix="THREADLINE_")
+        return init_settings, env_settings, common, dotenv_settings, file_secret_settings
+
+    environment: Environment = "development"
+    database_url: str = DEV_DATABASE_URL
+    kafka_bootstrap_servers: str = DEV_KAFKA
+    host: str = "127.0.0.1"
     port: int = 0
-    log_level: str = Field(default="INFO", validation_alias=_common("log_level"))
-    log_json: bool = Field(default=True, validation_alias=_common("log_json"))
+    log_level: str = "INFO"
+    log_json: bool = True
 
     # Outbox relay
     relay_enabled: bool = True
@@ -58,7 +69,7 @@ class ServiceSettings(BaseSettings):
     timers_batch_size: int = 100
 
     # Calendars (working days and school days)
-    calendar_file: str | None = Field(default=None, validation_alias=_common("calendar_file"))
+    calendar_file: str | None = None
 
     @model_validator(mode="after")
     def _defaults_and_production_guard(self) -> ServiceSettings:

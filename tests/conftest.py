@@ -25,24 +25,6 @@ def _port(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
-def make_test_stack(name: str, *, base: int) -> Stack:
-    """A throw-away stack under var/<name> with ports from ``base`` upwards."""
-    var = REPO_ROOT / "var" / name
-    return Stack(
-        state_dir=var,
-        log_dir=var / "log",
-        run_dir=var / "run",
-        pg_port=base,
-        kafka_port=base + 1,
-        kafka_controller_port=base + 2,
-        service_ports={service: base + 10 + i for i, service in enumerate(SERVICES)},
-        database="threadline_test",
-        durable=False,
-        kafka_heap="384m",
-        calendar_file=REPO_ROOT / "config" / "calendars" / "england.toml",
-    )
-
-
 async def _create_test_schema(url: str) -> None:
     engine = create_async_engine(url)
     try:
@@ -57,7 +39,7 @@ async def _create_test_schema(url: str) -> None:
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
-    stack = make_test_stack("test", base=_port("THREADLINE_TEST_PORT_BASE", 54330))
+    stack = Stack.isolated("test", base_port=_port("THREADLINE_TEST_PORT_BASE", 54330))
     stack.postgres.wipe()
     stack.kafka.wipe()
     stack.start_infrastructure()

@@ -62,6 +62,25 @@ class Stack:
             calendar_file=REPO_ROOT / "config" / "calendars" / "england.toml",
         )
 
+    @classmethod
+    def isolated(cls, name: str, *, base_port: int, durable: bool = False) -> Stack:
+        """A throw-away stack under ``var/<name>`` on ports from ``base_port`` upwards
+        (PostgreSQL, Kafka, its controller, then the services from ``base_port + 10``)."""
+        var = REPO_ROOT / "var" / name
+        return cls(
+            state_dir=var,
+            log_dir=var / "log",
+            run_dir=var / "run",
+            pg_port=base_port,
+            kafka_port=base_port + 1,
+            kafka_controller_port=base_port + 2,
+            service_ports={service: base_port + 10 + i for i, service in enumerate(SERVICES)},
+            database=f"threadline_{name}",
+            durable=durable,
+            kafka_heap="384m",
+            calendar_file=REPO_ROOT / "config" / "calendars" / "england.toml",
+        )
+
     @property
     def postgres(self) -> LocalPostgres:
         return LocalPostgres(

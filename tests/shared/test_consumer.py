@@ -10,6 +10,7 @@ import signal
 import uuid
 from datetime import UTC, datetime
 
+import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import func, select
 
@@ -21,7 +22,6 @@ from shared.events.topics import dead_letter_topic
 from shared.kafka import ensure_topics, make_consumer, make_producer
 from tests.support.kafka import eventually, header, read_topic
 from tests.support.plumbing import (
-    TEST_TOPIC,
     ProbeSent,
     effects,
     new_run_id,
@@ -31,9 +31,24 @@ from tests.support.plumbing import (
 from tests.support.processes import Worker
 
 
-async def publish(
-    producer: AIOKafkaProducer, event: ProbeSent, topic: str = TEST_TOPIC
-) -> uuid.UUID:
+@pytest.fixture
+async def topic(bootstrap: str) -> str:
+    """A topic (and its DLQ) of this test's own, so every count below is exact."""
+    name = f"threadline.test-{uuid.uuid4().hex[:12]}.v1"
+    await ensure_topics(bootstrap, [name], partitions=1)
+    return name
+
+
+async def publish_all(bootstrap: str, topic: str, events: list[ProbeSent]) -> list[uuid.UUID]:
+    producer = make_producer(bootstrap, client_id="test-producer")
+    await producer.start()
+    try:
+        return [await publish(producer, event, topic) for event in events]
+    finally:
+        await producer.stop()
+
+
+async def publish(producer: AIOKafkaProducer, event: ProbeSent, topic: str) -> uuid.UUID:
     """Publish straight to the topic (as the relay would) and return the event id."""
     envelope = envelope_for(event, service="tests", trace=context.current(), now=datetime.now(UTC))
     record = to_kafka(envelope)
@@ -53,7 +68,13 @@ async def effect_rows(database: Database, run_id: str) -> list[tuple[uuid.UUID, 
 
 @contextlib.asynccontextmanager
 async def running_consumer(
-    database: Database, bootstrap: str, run_id: str, *, max_attempts: int = 3
+    database: Database,
+    bootstrap: str,
+    run_id: str,
+    *,
+    topic: str,
+    max_attempts: int = 3,
+    outage_deliveries: int = 0,
 ):
     group = f"test-group-{run_id}"
     consumer = make_consumer(bootstrap, group_id=group, client_id="test-consumer")
@@ -66,10 +87,11 @@ async def running_consumer(
         plumbing=plumbing,
         consumer=consumer,
         producer=producer,
-        registry=registry_for(group, run_id),
-        topics=[TEST_TOPIC],
+        registry=registry_for(group, run_id, outage_deliveries=outage_deliveries),
+        topics=[topic],
         max_attempts=max_attempts,
-        backoff=0.05,
+        backoff=0.01,
+        backoff_max=0.05,
     )
     task = asyncio.create_task(runner.run())
     try:
@@ -83,7 +105,7 @@ async def running_consumer(
 
 
 async def test_the_same_event_delivered_twice_is_applied_once(
-    database: Database, bootstrap: str
+    database: Database, bootstrap: str, topic: str
 ) -> None:
     run_id = new_run_id()
     producer = make_producer(bootstrap, client_id="test-producer")
@@ -98,50 +120,51 @@ async def test_the_same_event_delivered_twice_is_applied_once(
         record = to_kafka(envelope)
         for _ in range(2):  # e.g. a relay that crashed before marking the row published
             await producer.send_and_wait(
-                TEST_TOPIC, record.value, key=record.key, headers=record.headers
+                topic, record.value, key=record.key, headers=record.headers
             )
-        last = await publish(producer, ProbeSent(run_id=run_id, sequence=2))
+        last = await publish(producer, ProbeSent(run_id=run_id, sequence=2), topic)
     finally:
         await producer.stop()
 
-    async with running_consumer(database, bootstrap, run_id) as runner:
+    async with running_consumer(database, bootstrap, run_id, topic=topic) as runner:
         await eventually(lambda: runner.applied + runner.duplicates >= 3)
-        assert runner.duplicates == 1
+        assert (runner.applied, runner.duplicates) == (2, 1)
 
     rows = await effect_rows(database, run_id)
     assert rows == [(envelope.id, 1), (last, 2)]
 
 
 async def test_poison_goes_to_the_dead_letter_topic_and_the_next_event_is_processed(
-    database: Database, bootstrap: str
+    database: Database, bootstrap: str, topic: str
 ) -> None:
     run_id = new_run_id()
     producer = make_producer(bootstrap, client_id="test-producer")
     await producer.start()
     try:
-        first = await publish(producer, ProbeSent(run_id=run_id, sequence=1))
-        poison = await publish(producer, ProbeSent(run_id=run_id, sequence=2, poison=True))
+        first = await publish(producer, ProbeSent(run_id=run_id, sequence=1), topic)
+        poison = await publish(producer, ProbeSent(run_id=run_id, sequence=2, poison=True), topic)
         # A record that is not a CloudEvent at all (a misconfigured producer, say).
-        await producer.send_and_wait(TEST_TOPIC, b"{not json", key=run_id.encode())
-        after = await publish(producer, ProbeSent(run_id=run_id, sequence=3))
+        await producer.send_and_wait(topic, b"{not json", key=run_id.encode())
+        after = await publish(producer, ProbeSent(run_id=run_id, sequence=3), topic)
     finally:
         await producer.stop()
 
-    async with running_consumer(database, bootstrap, run_id, max_attempts=3) as runner:
-        await eventually(lambda: runner.dead_lettered >= 2 and runner.applied >= 2)
+    async with running_consumer(database, bootstrap, run_id, topic=topic, max_attempts=3) as runner:
+        await eventually(lambda: runner.dead_lettered + runner.applied >= 4)
+        assert (runner.applied, runner.dead_lettered) == (2, 2)
 
     assert await effect_rows(database, run_id) == [(first, 1), (after, 3)]
 
     dead = await read_topic(
         bootstrap,
-        dead_letter_topic(TEST_TOPIC),
+        dead_letter_topic(topic),
         keep=lambda r: r.key == run_id.encode(),
         until=lambda found: len(found) >= 2,
     )
     by_id = {header(r, "ce_id"): r for r in dead}
     poisoned = by_id[str(poison)]
     assert "poison by design" in (header(poisoned, "dlq_error") or "")
-    assert header(poisoned, "dlq_source_topic") == TEST_TOPIC
+    assert header(poisoned, "dlq_source_topic") == topic
     assert poisoned.value is not None and b'"poison":true' in poisoned.value.replace(b" ", b"")
     garbage = by_id[None]
     assert "EnvelopeError" in (header(garbage, "dlq_error") or "")
@@ -154,21 +177,39 @@ async def test_poison_goes_to_the_dead_letter_topic_and_the_next_event_is_proces
     assert outcome == "dead_lettered"
 
 
+async def test_a_database_outage_delays_an_event_but_never_dead_letters_it(
+    database: Database, bootstrap: str, topic: str
+) -> None:
+    run_id = new_run_id()
+    [event_id] = await publish_all(bootstrap, topic, [ProbeSent(run_id=run_id, sequence=1)])
+
+    # Ten failed deliveries, more than max_attempts: a handler error would be dead-lettered.
+    async with running_consumer(
+        database, bootstrap, run_id, topic=topic, max_attempts=3, outage_deliveries=10
+    ) as runner:
+
+        async def applied() -> bool:
+            return bool(await effect_rows(database, run_id))
+
+        await eventually(applied)
+        assert runner.dead_lettered == 0
+
+    assert await effect_rows(database, run_id) == [(event_id, 1)]
+    async with database.transaction() as session:
+        outcome = await session.scalar(
+            select(plumbing.inbox.c.outcome).where(plumbing.inbox.c.event_id == event_id)
+        )
+    assert outcome == "applied"
+
+
 async def test_consumer_killed_after_db_commit_before_offset_commit_applies_nothing_twice(
-    database: Database, bootstrap: str, worker_env: dict[str, str], tmp_path
+    database: Database, bootstrap: str, worker_env: dict[str, str], tmp_path, topic: str
 ) -> None:
     run_id = new_run_id()
     group = f"test-crash-{run_id}"
-    topic = f"threadline.test-{run_id}.v1"  # its own topic, so the crash hits this test's event
-    await ensure_topics(bootstrap, [topic], partitions=1)
-    producer = make_producer(bootstrap, client_id="test-producer")
-    await producer.start()
-    try:
-        ids = [
-            await publish(producer, ProbeSent(run_id=run_id, sequence=n), topic) for n in range(5)
-        ]
-    finally:
-        await producer.stop()
+    ids = await publish_all(
+        bootstrap, topic, [ProbeSent(run_id=run_id, sequence=n) for n in range(5)]
+    )
 
     args = ["consume", "--group", group, "--run-id", run_id, "--topic", topic]
     crashing = Worker(

@@ -11,6 +11,7 @@ from datetime import datetime
 
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, insert, text
 from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import outbox
@@ -50,9 +51,15 @@ class HandlerFailure(RuntimeError):
     pass
 
 
-def registry_for(consumer: str, run_id: str | None = None) -> HandlerRegistry:
-    """A registry whose handler records one effect row per application."""
+def registry_for(
+    consumer: str, run_id: str | None = None, *, outage_deliveries: int = 0
+) -> HandlerRegistry:
+    """A registry whose handler records one effect row per application.
+
+    With ``outage_deliveries``, the first that many attempts fail as a database outage would.
+    """
     registry = HandlerRegistry()
+    outage_left = [outage_deliveries]
 
     @registry.on(ProbeSent)
     async def record_effect(session: AsyncSession, event: ProbeSent, envelope: Envelope) -> None:
@@ -60,6 +67,11 @@ def registry_for(consumer: str, run_id: str | None = None) -> HandlerRegistry:
             return  # another test's event on the shared test topic
         if event.poison:
             raise HandlerFailure(f"cannot apply probe {event.sequence}: poison by design")
+        if outage_left[0] > 0:
+            outage_left[0] -= 1
+            raise OperationalError(
+                "INSERT INTO effects", {}, ConnectionRefusedError(111, "refused")
+            )
         await session.execute(
             insert(effects).values(
                 consumer=consumer,
