@@ -21,7 +21,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from deploy.local.stack import Stack
-from services.catalogue import SERVICES
+from services.catalogue import MIGRATED
 from shared import outbox
 from shared.consumer import ConsumerRunner, HandlerRegistry
 from shared.db import Database, service_metadata
@@ -263,7 +263,7 @@ def run(*, quick: bool = False) -> dict[str, Any]:
     shutil.rmtree(stack.log_dir, ignore_errors=True)
     stack.start_infrastructure()
     try:
-        for service in SERVICES:
+        for service in MIGRATED:
             upgrade(service, stack.database_url)
         asyncio.run(ensure_topics(stack.kafka.bootstrap_servers))
         asyncio.run(ensure_topics(stack.kafka.bootstrap_servers, [BENCH_TOPIC]))

@@ -7,7 +7,9 @@ from types import ModuleType
 
 from fastapi import FastAPI
 
-SERVICES: tuple[str, ...] = ("consent", "referrals", "notifications")
+SERVICES: tuple[str, ...] = ("identity", "consent", "referrals", "notifications")
+# The services that own a schema (and so an Alembic history); identity keeps no data.
+MIGRATED: tuple[str, ...] = ("consent", "referrals", "notifications")
 
 
 def load_events() -> None:

@@ -71,6 +71,8 @@ def _validation_errors(error: RequestValidationError) -> list[dict[str, str]]:
             continue
         if kind == "extra_forbidden":
             message = "is not a field of this request; check the spelling against the API docs"
+        elif kind == "value_error" and "error" in item.get("ctx", {}):
+            message = str(item["ctx"]["error"])  # our own rule, without pydantic's prefix
         else:
             message = str(item.get("msg", "is invalid"))
         found.append({"field": field_path(location), "message": message, "type": kind})

@@ -19,6 +19,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import outbox, timers
+from shared.auth import TokenValidator, install_auth
 from shared.clock import Clock, SystemClock
 from shared.consumer import ConsumerRunner, HandlerRegistry
 from shared.db import Database
@@ -267,6 +268,8 @@ def create_service_app(
 ) -> FastAPI:
     """Build the FastAPI app of a service, with its background workers in the lifespan."""
 
+    validator = TokenValidator(settings.auth_issuers, settings.auth_audience)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         if configure_logs:
@@ -279,6 +282,7 @@ def create_service_app(
             yield {}
         finally:
             await runtime.stop()
+            await validator.aclose()
             log.info("service.stopped", service=definition.name)
 
     app = FastAPI(
@@ -290,6 +294,7 @@ def create_service_app(
     app.state.settings = settings
     app.add_middleware(CorrelationMiddleware)
     install_error_handlers(app)
+    install_auth(app, validator)
     app.include_router(_operations_router())
     for router in definition.routers:
         app.include_router(router)

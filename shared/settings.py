@@ -16,6 +16,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from shared.auth import DEV_ISSUER, IssuerConfig
+
 Environment = Literal["development", "test", "production"]
 
 DEV_DATABASE_URL = "postgresql+asyncpg://threadline@127.0.0.1:54320/threadline"
@@ -68,6 +70,12 @@ class ServiceSettings(BaseSettings):
     timers_poll_seconds: float = 1.0
     timers_batch_size: int = 100
 
+    # Authentication: the issuers whose tokens this service accepts, and its own audience.
+    auth_issuers: list[IssuerConfig] = [
+        IssuerConfig(issuer=DEV_ISSUER, jwks_uri=f"{DEV_ISSUER}/jwks.json")
+    ]
+    auth_audience: str = ""
+
     # Calendars (working days and school days)
     calendar_file: str | None = None
 
@@ -75,12 +83,30 @@ class ServiceSettings(BaseSettings):
     def _defaults_and_production_guard(self) -> ServiceSettings:
         if self.port == 0:
             self.port = self.default_port
+        if not self.auth_audience:
+            self.auth_audience = f"threadline:{self.service_name}"
         if self.environment == "production":
-            if self.database_url == DEV_DATABASE_URL:
-                raise ValueError("THREADLINE_DATABASE_URL must be set in production")
-            if self.kafka_bootstrap_servers == DEV_KAFKA:
-                raise ValueError("THREADLINE_KAFKA_BOOTSTRAP_SERVERS must be set in production")
+            problems = self.production_problems()
+            if problems:
+                raise ValueError("not safe for production: " + "; ".join(problems))
         return self
+
+    def production_problems(self) -> list[str]:
+        """Every development default still in force (all of them, so one restart fixes all)."""
+        problems = []
+        if self.database_url == DEV_DATABASE_URL:
+            problems.append("THREADLINE_DATABASE_URL must be set")
+        if self.kafka_bootstrap_servers == DEV_KAFKA:
+            problems.append("THREADLINE_KAFKA_BOOTSTRAP_SERVERS must be set")
+        for issuer in self.auth_issuers:
+            if issuer.issuer == DEV_ISSUER or not issuer.issuer.startswith("https://"):
+                problems.append(
+                    f"THREADLINE_AUTH_ISSUERS: {issuer.issuer} is not a production issuer "
+                    "(an https issuer of an agency's identity provider is required)"
+                )
+            if issuer.jwks_uri is not None and not issuer.jwks_uri.startswith("https://"):
+                problems.append(f"THREADLINE_AUTH_ISSUERS: {issuer.jwks_uri} must be https")
+        return problems
 
     @property
     def db_schema(self) -> str:

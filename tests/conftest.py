@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from deploy.local.stack import REPO_ROOT, Stack
-from services.catalogue import SERVICES, load_events
+from services.catalogue import MIGRATED, load_events
 from shared.db import Database
 from shared.kafka import ensure_topics
 from shared.migrations import upgrade
@@ -44,7 +44,7 @@ def stack() -> Iterator[Stack]:
     stack.kafka.wipe()
     stack.start_infrastructure()
     try:
-        for service in SERVICES:
+        for service in MIGRATED:
             upgrade(service, stack.database_url)
         asyncio.run(_create_test_schema(stack.database_url))
         asyncio.run(ensure_topics(stack.kafka.bootstrap_servers))

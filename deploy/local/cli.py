@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from services.catalogue import SERVICES
+from services.catalogue import MIGRATED, SERVICES
 
 if TYPE_CHECKING:
     from deploy.local.stack import Stack
@@ -41,13 +41,13 @@ def cmd_up(_: argparse.Namespace) -> int:
     stack = _development_stack()
     print("starting PostgreSQL and Kafka …", flush=True)
     stack.start_infrastructure()
-    _migrate(stack.database_url, list(SERVICES))
+    _migrate(stack.database_url, list(MIGRATED))
     _topics(stack.kafka.bootstrap_servers)
     print("starting services …", flush=True)
     stack.start_services()
     from deploy.local.demo import seed
 
-    for line in seed(stack.url("referrals"), stack.url("notifications")):
+    for line in seed(stack.url("identity"), stack.url("referrals"), stack.url("notifications")):
         print(f"demo: {line}")
     print()
     _print_urls(stack)
@@ -61,7 +61,9 @@ def _print_urls(stack: Stack) -> None:
         print(f"  {service:<14} {stack.url(service)}   (API docs: {stack.url(service)}/docs)")
     print(f"  {'postgres':<14} {stack.database_url}")
     print(f"  {'kafka':<14} {stack.kafka.bootstrap_servers}")
-    print(f"  MASH inbox:    {stack.url('notifications')}/v1/inbox")
+    print(f"  MASH inbox:    {stack.url('notifications')}/v1/inbox  (token: client demo-mash)")
+    print(f"  Tokens:        {stack.url('identity')}/oauth2/token  (clients and secrets in ")
+    print("                 config/identity/dev-clients.toml)")
 
 
 def cmd_down(_: argparse.Namespace) -> int:
@@ -104,7 +106,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from shared.settings import ServiceSettings
 
     settings = ServiceSettings()
-    _migrate(settings.database_url, args.service or list(SERVICES))
+    _migrate(settings.database_url, args.service or list(MIGRATED))
     if not args.no_topics:
         _topics(settings.kafka_bootstrap_servers)
     return 0
@@ -123,9 +125,10 @@ def cmd_seed_demo(_: argparse.Namespace) -> int:
     from deploy.local.demo import seed
 
     stack = _development_stack()
+    identity = os.environ.get("THREADLINE_IDENTITY_URL", stack.url("identity"))
     referrals = os.environ.get("THREADLINE_REFERRALS_URL", stack.url("referrals"))
     notifications = os.environ.get("THREADLINE_NOTIFICATIONS_URL", stack.url("notifications"))
-    for line in seed(referrals, notifications):
+    for line in seed(identity, referrals, notifications):
         print(f"demo: {line}")
     return 0
 
@@ -176,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("down", help="stop everything `up` started").set_defaults(run=cmd_down)
     commands.add_parser("status", help="what is running").set_defaults(run=cmd_status)
     migrate = commands.add_parser("migrate", help="migrate every service's schema, create topics")
-    migrate.add_argument("--service", action="append", choices=SERVICES)
+    migrate.add_argument("--service", action="append", choices=MIGRATED)
     migrate.add_argument("--no-topics", action="store_true")
     migrate.set_defaults(run=cmd_migrate)
     commands.add_parser("topics", help="create the Kafka topics").set_defaults(run=cmd_topics)

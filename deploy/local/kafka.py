@@ -159,6 +159,13 @@ class LocalKafka:
         """Format if needed and start the broker; does nothing if it is already running."""
         if self.is_running():
             return
+        for port in (self.port, self.controller_port):
+            if _listening(port):
+                # Without this check, wait_ready would mistake another broker for ours.
+                raise RuntimeError(
+                    f"port {port} is already in use by another process: stop it, or choose other "
+                    "ports (THREADLINE_KAFKA_PORT / THREADLINE_KAFKA_CONTROLLER_PORT)"
+                )
         self.format()
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
@@ -178,11 +185,9 @@ class LocalKafka:
             if not self.is_running():
                 tail = self.log_file.read_text()[-3000:] if self.log_file.exists() else ""
                 raise RuntimeError(f"Kafka exited during start-up:\n{tail}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.3)
+            if _listening(self.port):
+                return
+            time.sleep(0.3)
         raise TimeoutError(f"Kafka on port {self.port} not ready after {timeout}s")
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -213,6 +218,12 @@ class LocalKafka:
     def wipe(self) -> None:
         self.stop(timeout=10)
         shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _reap(pid: int) -> None:

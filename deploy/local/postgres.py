@@ -180,6 +180,14 @@ class LocalPostgres:
         )
         return result.stdout
 
+    def dump(self, database: str) -> str:
+        """A plain-SQL dump of one database, as an attacker with a backup would see it."""
+        result = self._run(
+            "pg_dump",
+            ["-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER, "--no-owner", database],
+        )
+        return result.stdout
+
     def wipe(self) -> None:
         """Stop the server (if running) and delete its data directory."""
         if self.initialised:

@@ -6,6 +6,7 @@ suite builds its own with other ports and directories, so both can run at once.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -23,7 +24,7 @@ from services.catalogue import SERVICES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-DEFAULT_PORTS = {"referrals": 8101, "consent": 8102, "notifications": 8103}
+DEFAULT_PORTS = {"identity": 8100, "referrals": 8101, "consent": 8102, "notifications": 8103}
 
 
 def _env_int(name: str, default: int) -> int:
@@ -122,6 +123,15 @@ class Stack:
             env[f"THREADLINE_{name.upper()}_URL"] = self.url(name)
         if self.calendar_file is not None:
             env["THREADLINE_CALENDAR_FILE"] = str(self.calendar_file)
+        # Every service trusts this stack's development identity provider, and only it.
+        issuer = self.url("identity")
+        env["THREADLINE_IDENTITY_ISSUER"] = issuer
+        env["THREADLINE_IDENTITY_SIGNING_KEY_FILE"] = str(
+            self.state_dir / "identity" / "signing-key.pem"
+        )
+        env["THREADLINE_AUTH_ISSUERS"] = json.dumps(
+            [{"issuer": issuer, "jwks_uri": f"{issuer}/jwks.json"}]
+        )
         env.update(self.extra_env)
         return env
 

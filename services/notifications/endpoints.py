@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
 from services.notifications.repository import InboxRepository
 from services.notifications.schemas import Audience, InboxItemOut, InboxPage, ItemStatus
+from shared.auth import Principal, require_scope
 from shared.service import SessionDep
 
 router = APIRouter(prefix="/v1", tags=["inbox"])
@@ -16,6 +17,7 @@ router = APIRouter(prefix="/v1", tags=["inbox"])
 
 @router.get("/inbox", response_model=InboxPage, summary="The MASH inbox, soonest deadline first")
 async def list_inbox(
+    _: Annotated[Principal, Depends(require_scope("mash:triage"))],
     session: SessionDep,
     audience: Audience | None = None,
     status: ItemStatus | None = None,

@@ -7,10 +7,11 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from services.referrals import endpoints, service
-from services.referrals.models import plumbing
+from services.referrals.models import data_keys, plumbing
 from services.referrals.settings import ReferralsSettings
 from shared.calendar import WorkingDayCalendar, load_calendars
 from shared.clock import Clock
+from shared.crypto import MasterKeyring, Vault
 from shared.service import ServiceDefinition, create_service_app
 
 DEFINITION = ServiceDefinition(
@@ -39,4 +40,5 @@ def create_app(
     else:
         working_days = WorkingDayCalendar()
     app.state.working_days = working_days
+    app.state.vault = Vault(MasterKeyring.from_setting(settings.master_keys), data_keys)
     return app

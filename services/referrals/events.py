@@ -1,4 +1,9 @@
-"""Events the referrals service emits (see docs/events.md)."""
+"""Events the referrals service emits (see docs/events.md).
+
+Events carry what other services need to link and route (names, dates of birth, identifiers,
+relationships, categories, deadlines), never the narrative: what happened and the child's own
+words stay sealed in the referrals service.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +21,39 @@ class ReportedChild(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     subject_id: UUID
+    given_names: str | None
+    family_name: str
+    other_names: list[str] = []
+    date_of_birth: date | None = None
+    estimated_age_years: int | None = None
+    unborn_expected_date: date | None = None
+    sex: str = "not_known"
+    nhs_number: str | None = None
+    upn: str | None = None
+    postcode: str | None = None
+    school_urn: str | None = None
+
+
+class ReportedRelationship(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    child_subject_id: UUID
+    relationship: str
+    parental_responsibility: bool
+    lives_with_child: bool
+
+
+class ReportedFamilyMember(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    subject_id: UUID
     given_names: str
     family_name: str
+    other_names: list[str] = []
     date_of_birth: date | None = None
+    sex: str = "not_known"
+    postcode: str | None = None
+    relationships: list[ReportedRelationship]
 
 
 class ReferralReceived(
@@ -33,7 +68,11 @@ class ReferralReceived(
     referrer_organisation_code: str
     raised_via: str
     concern_categories: list[str]
+    immediate_risk: bool = False
+    consent_parents: str = "not_asked"
+    consent_child: str | None = None
     children: list[ReportedChild]
+    family_members: list[ReportedFamilyMember] = []
     acknowledgement_due_at: datetime
 
 

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Self
 
+from pydantic import model_validator
 from pydantic_settings import SettingsConfigDict
 
+from shared.crypto import DEV_KEYRING, refuse_dev_keyring_in_production
 from shared.settings import ServiceSettings
 
 
@@ -14,3 +16,10 @@ class ReferralsSettings(ServiceSettings):
 
     # Working Together to Safeguard Children 2023: acknowledge within one working day.
     acknowledgement_working_days: int = 1
+    # Master keys that wrap each child's data key: "id:base64,id:base64", current first.
+    master_keys: str = DEV_KEYRING
+
+    @model_validator(mode="after")
+    def _no_development_keys_in_production(self) -> Self:
+        refuse_dev_keyring_in_production(self.environment, self.master_keys)
+        return self

@@ -47,6 +47,17 @@ def _make(
     )
 
 
+def _token(identity: str, client_id: str) -> dict[str, str]:
+    response = httpx.post(
+        f"{identity}/oauth2/token",
+        data={"grant_type": "client_credentials"},
+        auth=(client_id, f"dev-secret-{client_id}"),
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
 def _listening(port: int) -> bool:
     with socket.socket() as probe:
         probe.settimeout(0.5)
@@ -77,8 +88,18 @@ def test_make_up_runs_everything_and_make_down_stops_it(smoke_var: Path) -> None
     for port in PORTS.values():
         assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
 
-    posted = httpx.post(
+    # As an agency would: a token from the identity provider, then the API.
+    identity = f"http://127.0.0.1:{PORTS['identity']}"
+    school, mash = (_token(identity, client) for client in ("oakfield-primary", "demo-mash"))
+    unauthenticated = httpx.post(
         f"http://127.0.0.1:{PORTS['referrals']}/v1/referrals", json=referral_body(), timeout=10
+    )
+    assert unauthenticated.status_code == 401
+    posted = httpx.post(
+        f"http://127.0.0.1:{PORTS['referrals']}/v1/referrals",
+        json=referral_body(),
+        headers=school,
+        timeout=10,
     )
     assert posted.status_code == 201, posted.text
     referral_id = posted.json()["id"]
@@ -86,17 +107,21 @@ def test_make_up_runs_everything_and_make_down_stops_it(smoke_var: Path) -> None
     deadline = time.monotonic() + 30
     items: list[dict] = []
     while time.monotonic() < deadline and not items:
-        items = httpx.get(inbox_url, params={"referral_id": referral_id}, timeout=5).json()["items"]
+        items = httpx.get(
+            inbox_url, params={"referral_id": referral_id}, headers=mash, timeout=5
+        ).json()["items"]
         time.sleep(0.3)
     assert [item["kind"] for item in items] == ["new_referral"]
-    total = httpx.get(inbox_url, timeout=5).json()["total"]
+    total = httpx.get(inbox_url, headers=mash, timeout=5).json()["total"]
 
     pids = {s: (smoke_var / "run" / f"{s}.pid").read_text() for s in SERVICES}
     again = _make("up", env)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "already there" in again.stdout
     assert {s: (smoke_var / "run" / f"{s}.pid").read_text() for s in SERVICES} == pids
-    assert httpx.get(inbox_url, timeout=5).json()["total"] == total, "a second up seeded twice"
+    assert httpx.get(inbox_url, headers=mash, timeout=5).json()["total"] == total, (
+        "a second up seeded twice"
+    )
 
     status = subprocess.run(
         [str(REPO_ROOT / ".venv" / "bin" / "threadline"), "status"],

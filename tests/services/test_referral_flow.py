@@ -21,6 +21,7 @@ from shared.db import Database
 from tests.services.factories import referral_body
 from tests.support.apps import notifications_settings, referrals_settings, serving
 from tests.support.kafka import eventually
+from tests.support.tokens import MASH, SCHOOL
 
 # Monday 9 November 2026, 10:00 GMT: the deadline is the end of Tuesday 10 November.
 MONDAY = datetime(2026, 11, 9, 10, 0, tzinfo=UTC)
@@ -42,7 +43,10 @@ async def services(
     notifications = create_notifications(
         notifications_settings(database_url, bootstrap), configure_logs=False
     )
-    async with serving(referrals) as referrals_api, serving(notifications) as inbox_api:
+    async with (
+        serving(referrals, headers=SCHOOL) as referrals_api,
+        serving(notifications, headers=MASH) as inbox_api,
+    ):
         yield referrals_api, inbox_api
 
 
@@ -72,7 +76,7 @@ async def test_a_referral_reaches_the_mash_inbox_and_acknowledging_closes_it(
     assert item["kind"] == "new_referral"
     assert item["audience"] == "mash_worker"
     assert item["status"] == "open"
-    assert item["title"] == f"New referral {referral['reference']} about 1 child"
+    assert item["title"] == f"New referral {referral['reference']} about 2 children"
     assert "end of Tuesday 10 November 2026" in item["body"]
     assert item["due_at"] == "2026-11-11T00:00:00Z"
 
@@ -84,7 +88,9 @@ async def test_a_referral_reaches_the_mash_inbox_and_acknowledging_closes_it(
     assert stored == correlation_id
 
     acked = await referrals_api.post(
-        f"/v1/referrals/{referral['id']}/acknowledge", json={"acknowledged_by": "Sam, MASH"}
+        f"/v1/referrals/{referral['id']}/acknowledge",
+        json={"acknowledged_by": "Sam, MASH"},
+        headers=MASH,
     )
     assert acked.status_code == 200
 
@@ -120,7 +126,9 @@ async def test_a_missed_acknowledgement_deadline_escalates_to_the_mash_manager(
 
     # Acknowledging late closes both the referral item and the escalation.
     acked = await referrals_api.post(
-        f"/v1/referrals/{referral['id']}/acknowledge", json={"acknowledged_by": "Duty manager"}
+        f"/v1/referrals/{referral['id']}/acknowledge",
+        json={"acknowledged_by": "Duty manager"},
+        headers=MASH,
     )
     assert acked.status_code == 200
 
@@ -138,7 +146,9 @@ async def test_an_acknowledgement_in_time_means_no_escalation(
     referrals_api, inbox_api = services
     referral = (await referrals_api.post("/v1/referrals", json=referral_body())).json()
     await referrals_api.post(
-        f"/v1/referrals/{referral['id']}/acknowledge", json={"acknowledged_by": "Sam, MASH"}
+        f"/v1/referrals/{referral['id']}/acknowledge",
+        json={"acknowledged_by": "Sam, MASH"},
+        headers=MASH,
     )
     clock.set(DUE + timedelta(days=7))
     await asyncio.sleep(1.0)  # five scheduler polls with the clock a week past the deadline

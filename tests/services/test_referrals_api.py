@@ -1,25 +1,29 @@
 """The referrals API as an agency integrator meets it: what is accepted, what is refused and
-why, and that a refusal writes nothing."""
+why, who may read what, and that a refusal writes nothing."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import httpx
 import pytest
 from sqlalchemy import func, select
 
+from deploy.local.stack import Stack
 from services.referrals.app import create_app
-from services.referrals.models import Referral, plumbing
+from services.referrals.models import AccessRecord, Referral, plumbing
 from shared.clock import ManualClock
 from shared.db import Database
-from tests.services.factories import referral_body
+from tests.services.factories import OWN_WORDS, WHAT_HAPPENED, referral_body
 from tests.support.apps import referrals_settings, serving
+from tests.support.tokens import MASH, OTHER_SCHOOL, SCHOOL, bearer
 
 # Thursday 2 April 2026, 14:00 BST: Good Friday and Easter Monday follow.
 MAUNDY_THURSDAY = datetime(2026, 4, 2, 13, 0, tzinfo=UTC)
+# Validation of dates uses the real calendar (a child's age is not a test fixture).
+IN_TWO_MONTHS = (date.today() + timedelta(days=60)).isoformat()
 
 
 @pytest.fixture
@@ -31,6 +35,10 @@ async def api(database_url: str, bootstrap: str) -> AsyncIterator[httpx.AsyncCli
     )
     async with serving(app) as client:
         yield client
+
+
+async def post(api: httpx.AsyncClient, body: dict, **headers: str) -> httpx.Response:
+    return await api.post("/v1/referrals", json=body, headers={**SCHOOL, **headers})
 
 
 async def written(database: Database) -> tuple[int, int, int]:
@@ -46,16 +54,28 @@ async def written(database: Database) -> tuple[int, int, int]:
 async def test_a_referral_is_stored_announced_and_its_acknowledgement_clock_started(
     api: httpx.AsyncClient, database: Database
 ) -> None:
-    response = await api.post("/v1/referrals", json=referral_body())
+    response = await post(api, referral_body())
     assert response.status_code == 201, response.text
     referral = response.json()
     assert response.headers["location"] == f"/v1/referrals/{referral['id']}"
     assert referral["reference"].startswith("TL-2026-")
     assert referral["status"] == "received"
+    assert referral["referrer_organisation_code"] == "100001"  # from the token, not the body
     # One working day after Maundy Thursday is Tuesday 7 April (Good Friday and Easter Monday
     # are bank holidays): due at the end of that day, 23:00 UTC in BST.
     assert referral["acknowledgement_due_at"] == "2026-04-07T23:00:00Z"
-    assert [child["given_names"] for child in referral["children"]] == ["Maya"]
+    maya, leo = referral["children"]
+    assert (maya["nhs_number"], maya["upn"], maya["postcode"]) == (
+        "9434765919",
+        "L938200124001",
+        "DE1 1AA",
+    )
+    assert maya["own_words"] == OWN_WORDS and leo["own_words"] is None
+    assert referral["what_happened"] == WHAT_HAPPENED
+    assert [r["relationship"] for r in referral["family_members"][0]["relationships"]] == [
+        "mother",
+        "mother",
+    ]
 
     async with database.transaction() as session:
         events = (
@@ -74,14 +94,30 @@ async def test_a_referral_is_stored_announced_and_its_acknowledgement_clock_star
         ).all()
     assert [event_type for event_type, _ in events] == ["referral.received"]
     data = events[0][1]
-    assert data["reference"] == referral["reference"]
-    assert data["children"][0]["subject_id"] == referral["children"][0]["subject_id"]
-    assert "summary" not in data, "the narrative stays in the referrals service"
+    assert data["children"][0]["subject_id"] == maya["subject_id"]
+    assert data["children"][0]["nhs_number"] == "9434765919"
+    assert data["family_members"][0]["relationships"][1]["child_subject_id"] == leo["subject_id"]
+    assert WHAT_HAPPENED not in str(data) and OWN_WORDS not in str(data)
     assert due == [("referral.acknowledgement_due", datetime(2026, 4, 7, 23, 0, tzinfo=UTC))]
 
-    read = await api.get(f"/v1/referrals/{referral['id']}")
+    read = await api.get(f"/v1/referrals/{referral['id']}", headers=SCHOOL)
     assert read.status_code == 200
     assert read.json() == referral
+
+
+async def test_the_database_holds_no_plaintext_narrative(
+    api: httpx.AsyncClient, stack: Stack
+) -> None:
+    marker = f"Unique narrative {uuid.uuid4()} about the kitchen"
+    words = f"Child's words {uuid.uuid4()}: he hurt me"
+    body = referral_body()
+    body["concern"]["what_happened"] = marker
+    body["children"][0]["own_words"] = words
+    assert (await post(api, body)).status_code == 201
+    dump = stack.postgres.dump(stack.database)
+    assert "Exampleton" in dump  # the dump is real and holds the referral
+    assert marker not in dump
+    assert words not in dump
 
 
 async def test_malformed_json_is_refused_naming_the_body_and_nothing_is_written(
@@ -90,8 +126,8 @@ async def test_malformed_json_is_refused_naming_the_body_and_nothing_is_written(
     before = await written(database)
     response = await api.post(
         "/v1/referrals",
-        content=b'{"referrer": {"agency": "school",',
-        headers={"content-type": "application/json"},
+        content=b'{"referrer": {"organisation_name": "Oakfield",',
+        headers={"content-type": "application/json", **SCHOOL},
     )
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
@@ -101,79 +137,220 @@ async def test_malformed_json_is_refused_naming_the_body_and_nothing_is_written(
     assert await written(database) == before
 
 
+def _child(b: dict, **changes: object) -> None:
+    b["children"][0].update(changes)
+
+
 @pytest.mark.parametrize(
-    ("change", "field"),
+    ("change", "field", "rule"),
     [
-        (lambda b: b["referrer"].update(nickname="Jo"), "referrer.nickname"),
-        (lambda b: b.update(urgent=True), "urgent"),
+        (lambda b: b["referrer"].update(nickname="Jo"), "referrer.nickname", "not a field"),
+        (lambda b: b.update(urgent=True), "urgent", "not a field"),
+        (lambda b: _child(b, date_of_birth="last spring"), "children[0].date_of_birth", "date"),
+        (lambda b: _child(b, date_of_birth="2999-01-01"), "children[0].date_of_birth", "future"),
+        (lambda b: b["children"][0].pop("family_name"), "children[0].family_name", "required"),
+        (lambda b: _child(b, nhs_number="943 476 5910"), "children[0].nhs_number", "modulus 11"),
+        (lambda b: _child(b, nhs_number="12345"), "children[0].nhs_number", "10 digits"),
+        (lambda b: _child(b, upn="M938200124001"), "children[0].upn", "check letter"),
         (
-            lambda b: b["children"][0].update(date_of_birth="last spring"),
-            "children[0].date_of_birth",
+            lambda b: b["children"][0]["address"].update(postcode="NOT A CODE"),
+            "children[0].address.postcode",
+            "such as SW1A 1AA",
         ),
         (
-            lambda b: b["children"][0].update(date_of_birth="2999-01-01"),
-            "children[0].date_of_birth",
+            lambda b: _child(b, estimated_age_years=7),
+            "children[0]",
+            "exactly one of date_of_birth, estimated_age_years or unborn",
         ),
-        (lambda b: b["children"][0].pop("family_name"), "children[0].family_name"),
-        (lambda b: b.update(children=[]), "children"),
-        (lambda b: b.pop("concern"), "concern"),
-        (lambda b: b["concern"].update(categories=["witchcraft"]), "concern.categories[0]"),
-        (lambda b: b["referrer"].update(raised_via="carrier pigeon"), "referrer.raised_via"),
-        (lambda b: b["referrer"].update(email="not-an-address"), "referrer.email"),
-        (lambda b: b["referrer"].update(organisation_code=""), "referrer.organisation_code"),
+        (
+            lambda b: _child(b, date_of_birth=None, unborn={"expected_date": IN_TWO_MONTHS}),
+            "children[0]",
+            "unborn child cannot have a UPN",
+        ),
+        (lambda b: b.update(children=[]), "children", "at least 1"),
+        (lambda b: b.pop("concern"), "concern", "required"),
+        (
+            lambda b: b["concern"].update(categories=["witchcraft"]),
+            "concern.categories[0]",
+            "neglect",
+        ),
+        (
+            lambda b: b["concern"].update(what_happened="x" * 20001),
+            "concern.what_happened",
+            "20000",
+        ),
+        (lambda b: b["concern"].pop("immediate_risk"), "concern.immediate_risk", "required"),
+        (
+            lambda b: b["referrer"].update(raised_via="carrier pigeon"),
+            "referrer.raised_via",
+            "phone",
+        ),
+        (lambda b: b["referrer"].update(email="not-an-address"), "referrer.email", "pattern"),
+        (
+            lambda b: b["referrer"].pop("email"),
+            "referrer",
+            "email or a phone number",
+        ),
+        (
+            lambda b: b["consent"]["parents"].pop("why_not_asked"),
+            "consent.parents",
+            "why consent was not asked",
+        ),
+        (
+            lambda b: b["family_members"][0]["relationships"][0].update(child=5),
+            "family_members",
+            "children are numbered 0 to 1",
+        ),
+        (
+            lambda b: b["family_members"][0]["relationships"][0].update(relationship="uncle"),
+            "family_members[0].relationships[0].relationship",
+            "mother",
+        ),
     ],
 )
-async def test_invalid_fields_are_refused_by_name_and_nothing_is_written(
-    api: httpx.AsyncClient, database: Database, change, field: str
+async def test_invalid_fields_are_refused_by_name_and_rule_and_nothing_is_written(
+    api: httpx.AsyncClient, database: Database, change, field: str, rule: str
 ) -> None:
     body = referral_body()
     change(body)
     before = await written(database)
-    response = await api.post("/v1/referrals", json=body)
+    response = await post(api, body)
     assert response.status_code == 422, response.text
     problem = response.json()
-    assert field in [error["field"] for error in problem["errors"]], problem
+    errors = {error["field"]: error["message"] for error in problem["errors"]}
+    assert field in errors, problem
+    assert rule in errors[field], errors[field]
     assert field in problem["detail"]
     assert await written(database) == before
+
+
+async def test_an_unborn_child_and_an_estimated_age_are_accepted(api: httpx.AsyncClient) -> None:
+    body = referral_body()
+    body["children"] = [
+        {"family_name": "Exampleton", "unborn": {"expected_date": IN_TWO_MONTHS}},
+        {"given_names": "Leo", "family_name": "Exampleton", "estimated_age_years": 4},
+    ]
+    response = await post(api, body)
+    assert response.status_code == 201, response.text
+    unborn = response.json()["children"][0]
+    assert (unborn["given_names"], unborn["unborn_expected_date"]) == (None, IN_TWO_MONTHS)
 
 
 async def test_a_retry_with_the_same_idempotency_key_creates_nothing_new(
     api: httpx.AsyncClient, database: Database
 ) -> None:
-    key = f"hillside-{uuid.uuid4()}"
-    first = await api.post("/v1/referrals", json=referral_body(), headers={"Idempotency-Key": key})
+    key = f"oakfield-{uuid.uuid4()}"
+    first = await post(api, referral_body(), **{"Idempotency-Key": key})
     assert first.status_code == 201
     before = await written(database)
-    again = await api.post("/v1/referrals", json=referral_body(), headers={"Idempotency-Key": key})
+    again = await post(api, referral_body(), **{"Idempotency-Key": key})
     assert again.status_code == 200
     assert again.json() == first.json()
     assert await written(database) == before
 
     other = referral_body()
-    other["concern"]["summary"] = "A different concern entirely."
-    reused = await api.post("/v1/referrals", json=other, headers={"Idempotency-Key": key})
-    assert reused.status_code == 422
+    other["concern"]["what_happened"] = "A different concern entirely."
+    reused = await post(api, other, **{"Idempotency-Key": key})
+    assert reused.status_code == 409
     assert reused.json()["referral_id"] == first.json()["id"]
+    assert await written(database) == before
+    # Keys belong to an organisation: another school may use the same one.
+    theirs = await api.post(
+        "/v1/referrals", json=referral_body(), headers={**OTHER_SCHOOL, "Idempotency-Key": key}
+    )
+    assert theirs.status_code == 201
+
+
+async def test_no_token_a_bad_token_or_a_missing_scope_is_refused_before_anything_is_written(
+    api: httpx.AsyncClient, database: Database
+) -> None:
+    before = await written(database)
+    missing = await api.post("/v1/referrals", json=referral_body())
+    assert missing.status_code == 401
+    assert missing.headers["www-authenticate"].startswith("Bearer")
+    wrong_audience = await api.post(
+        "/v1/referrals", json=referral_body(), headers=bearer(audience="threadline:consent")
+    )
+    assert wrong_audience.status_code == 401
+    assert 'error="invalid_token"' in wrong_audience.headers["www-authenticate"]
+    no_scope = await api.post(
+        "/v1/referrals", json=referral_body(), headers=bearer(scopes="contacts:write")
+    )
+    assert no_scope.status_code == 403
+    assert "insufficient_scope" in no_scope.headers["www-authenticate"]
     assert await written(database) == before
 
 
+async def test_an_agency_reads_only_its_own_referrals_and_every_read_is_recorded(
+    api: httpx.AsyncClient, database: Database
+) -> None:
+    referral = (await post(api, referral_body())).json()
+    url = f"/v1/referrals/{referral['id']}"
+
+    theirs = await api.get(url, headers=OTHER_SCHOOL)
+    assert theirs.status_code == 404  # not 403: another school learns nothing, not even that
+    missing = await api.get(f"/v1/referrals/{uuid.uuid4()}", headers=OTHER_SCHOOL)
+    assert theirs.json()["title"] == missing.json()["title"] == "Not found"
+    assert (await api.get(url, headers=SCHOOL)).status_code == 200
+    assert (await api.get(url, headers=MASH)).status_code == 200
+
+    async with database.transaction() as session:
+        records = (
+            await session.execute(
+                select(AccessRecord.organisation_code, AccessRecord.outcome)
+                .where(AccessRecord.object_id == referral["id"])
+                .order_by(AccessRecord.id)
+            )
+        ).all()
+    assert records == [("100002", "refused"), ("100001", "allowed"), ("MASH-DEMO", "allowed")]
+
+
+async def test_a_list_shows_an_agency_its_own_referrals_and_pages_through_them(
+    api: httpx.AsyncClient,
+) -> None:
+    mine = [(await post(api, referral_body())).json()["id"] for _ in range(3)]
+    theirs = await api.post("/v1/referrals", json=referral_body(), headers=OTHER_SCHOOL)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, str | int] = {"limit": 2}
+        if cursor:
+            params["cursor"] = cursor
+        page = (await api.get("/v1/referrals", params=params, headers=SCHOOL)).json()
+        seen += [item["id"] for item in page["items"]]
+        assert {item["referrer_organisation_code"] for item in page["items"]} <= {"100001"}
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert set(mine) <= set(seen)
+    assert theirs.json()["id"] not in seen
+    assert len(seen) == len(set(seen)), "a referral appeared on two pages"
+    everything = (await api.get("/v1/referrals", params={"limit": 200}, headers=MASH)).json()
+    assert theirs.json()["id"] in {item["id"] for item in everything["items"]}
+    bad = await api.get("/v1/referrals", params={"cursor": "!!"}, headers=SCHOOL)
+    assert bad.status_code == 422
+
+
 async def test_unknown_and_malformed_referral_ids(api: httpx.AsyncClient) -> None:
-    missing = await api.get(f"/v1/referrals/{uuid.uuid4()}")
+    missing = await api.get(f"/v1/referrals/{uuid.uuid4()}", headers=SCHOOL)
     assert missing.status_code == 404
-    assert missing.json()["title"] == "Not found"
-    malformed = await api.get("/v1/referrals/not-a-uuid")
+    malformed = await api.get("/v1/referrals/not-a-uuid", headers=SCHOOL)
     assert malformed.status_code == 422
     assert malformed.json()["errors"][0]["field"] == "path.referral_id"
 
 
-async def test_a_referral_is_acknowledged_once(api: httpx.AsyncClient, database: Database) -> None:
-    referral = (await api.post("/v1/referrals", json=referral_body())).json()
+async def test_only_the_mash_acknowledges_and_only_once(
+    api: httpx.AsyncClient, database: Database
+) -> None:
+    referral = (await post(api, referral_body())).json()
     url = f"/v1/referrals/{referral['id']}/acknowledge"
-    first = await api.post(url, json={"acknowledged_by": "MASH duty worker"})
+    by_school = await api.post(url, json={"acknowledged_by": "Jo"}, headers=SCHOOL)
+    assert by_school.status_code == 403
+    first = await api.post(url, json={"acknowledged_by": "MASH duty worker"}, headers=MASH)
     assert first.status_code == 200
     assert first.json()["status"] == "acknowledged"
     before = await written(database)
-    second = await api.post(url, json={"acknowledged_by": "MASH duty worker"})
+    second = await api.post(url, json={"acknowledged_by": "MASH duty worker"}, headers=MASH)
     assert second.status_code == 409
     assert await written(database) == before
     async with database.transaction() as session:

@@ -9,6 +9,7 @@ from services.referrals.app import create_app as create_referrals
 from tests.services.factories import referral_body
 from tests.support.apps import consent_settings, referrals_settings, serving
 from tests.support.kafka import eventually
+from tests.support.tokens import SCHOOL
 
 
 def _free_port() -> int:
@@ -58,7 +59,8 @@ async def test_metrics_report_outbox_timers_and_consumer_lag(
 ) -> None:
     app = create_referrals(referrals_settings(database_url, bootstrap), configure_logs=False)
     async with serving(app) as client:
-        assert (await client.post("/v1/referrals", json=referral_body())).status_code == 201
+        posted = await client.post("/v1/referrals", json=referral_body(), headers=SCHOOL)
+        assert posted.status_code == 201, posted.text
         text = (await client.get("/metrics")).text
     for name in (
         "threadline_outbox_backlog",

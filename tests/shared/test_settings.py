@@ -7,6 +7,7 @@ from pydantic import ValidationError
 
 from services.notifications.settings import NotificationsSettings
 from services.referrals.settings import ReferralsSettings
+from shared.crypto import MasterKeyring
 
 
 def test_a_service_reads_common_settings_and_its_own_override(
@@ -21,14 +22,37 @@ def test_a_service_reads_common_settings_and_its_own_override(
     assert (ReferralsSettings().port, NotificationsSettings().port) == (8101, 8103)
 
 
-def test_production_refuses_the_development_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_production_refuses_every_development_default_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     for name in ("THREADLINE_DATABASE_URL", "THREADLINE_KAFKA_BOOTSTRAP_SERVERS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("THREADLINE_ENVIRONMENT", "production")
-    with pytest.raises(ValidationError, match="THREADLINE_DATABASE_URL must be set"):
-        ReferralsSettings()
+    with pytest.raises(ValidationError) as refused:
+        NotificationsSettings()
+    message = str(refused.value)
+    for problem in (
+        "THREADLINE_DATABASE_URL must be set",
+        "THREADLINE_KAFKA_BOOTSTRAP_SERVERS must be set",
+        "http://127.0.0.1:8100 is not a production issuer",
+    ):
+        assert problem in message
+
     monkeypatch.setenv("THREADLINE_DATABASE_URL", "postgresql+asyncpg://db.example/threadline")
-    with pytest.raises(ValidationError, match="THREADLINE_KAFKA_BOOTSTRAP_SERVERS must be set"):
-        ReferralsSettings()
     monkeypatch.setenv("THREADLINE_KAFKA_BOOTSTRAP_SERVERS", "kafka-1.example:9092")
+    monkeypatch.setenv(
+        "THREADLINE_AUTH_ISSUERS",
+        '[{"issuer": "https://idp.example.nhs.uk", "jwks_uri": "http://idp.example.nhs.uk/k"}]',
+    )
+    with pytest.raises(ValidationError, match="must be https"):
+        NotificationsSettings()
+    monkeypatch.setenv(
+        "THREADLINE_AUTH_ISSUERS",
+        '[{"issuer": "https://idp.example.nhs.uk", "jwks_uri": "https://idp.example.nhs.uk/k"}]',
+    )
+    assert NotificationsSettings().environment == "production"
+    # The referrals service also holds the master keys of the narrative encryption.
+    with pytest.raises(ValidationError, match="development"):
+        ReferralsSettings()
+    monkeypatch.setenv("THREADLINE_REFERRALS_MASTER_KEYS", MasterKeyring.generate_setting("k1"))
     assert ReferralsSettings().environment == "production"

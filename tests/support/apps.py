@@ -13,6 +13,7 @@ from deploy.local.stack import REPO_ROOT
 from services.consent.settings import ConsentSettings
 from services.notifications.settings import NotificationsSettings
 from services.referrals.settings import ReferralsSettings
+from tests.support.tokens import test_issuer
 
 CALENDAR = str(REPO_ROOT / "config" / "calendars" / "england.toml")
 
@@ -26,6 +27,7 @@ def _common(database_url: str, bootstrap: str, overrides: dict[str, Any]) -> dic
         "timers_poll_seconds": 0.2,
         "consumer_backoff_seconds": 0.05,
         "calendar_file": CALENDAR,
+        "auth_issuers": [test_issuer()],
         **overrides,
     }
 
@@ -45,9 +47,13 @@ def consent_settings(database_url: str, bootstrap: str, **overrides: Any) -> Con
 
 
 @asynccontextmanager
-async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+async def serving(
+    app: FastAPI, headers: dict[str, str] | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
     """Run the app's lifespan (its workers start) and give an HTTP client bound to it."""
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://testserver", headers=headers or {}
+        ) as client:
             yield client
