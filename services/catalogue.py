@@ -10,6 +10,8 @@ from fastapi import FastAPI
 SERVICES: tuple[str, ...] = ("identity", "consent", "referrals", "notifications")
 # The services that own a schema (and so an Alembic history); identity keeps no data.
 MIGRATED: tuple[str, ...] = ("consent", "referrals", "notifications")
+# Events of a service's sub-domain, defined beside it rather than in the service's events module.
+SUB_DOMAIN_EVENTS: tuple[str, ...] = ("services.referrals.contacts.events",)
 
 
 def load_events() -> None:
@@ -20,6 +22,8 @@ def load_events() -> None:
         except ModuleNotFoundError as error:
             if error.name != f"services.{name}.events":
                 raise
+    for module in SUB_DOMAIN_EVENTS:
+        import_module(module)
 
 
 def app_module(name: str) -> ModuleType:

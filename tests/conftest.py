@@ -4,6 +4,7 @@ ports and data directories (``var/test``), so tests never touch the development 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -40,6 +41,11 @@ async def _create_test_schema(url: str) -> None:
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     stack = Stack.isolated("test", base_port=_port("THREADLINE_TEST_PORT_BASE", 54330))
+    # One test session at a time per stack: a second `pytest` waits here rather than wiping the
+    # first one's database and broker from under it.
+    stack.state_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock = (stack.state_dir.parent / "test-stack.lock").open("w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
     stack.postgres.wipe()
     stack.kafka.wipe()
     stack.start_infrastructure()
@@ -52,6 +58,8 @@ def stack() -> Iterator[Stack]:
         yield stack
     finally:
         stack.stop_infrastructure()
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
 
 
 @pytest.fixture(scope="session")

@@ -15,9 +15,13 @@ from shared.service import SessionDep
 router = APIRouter(prefix="/v1", tags=["inbox"])
 
 
-@router.get("/inbox", response_model=InboxPage, summary="The MASH inbox, soonest deadline first")
+@router.get(
+    "/inbox",
+    response_model=InboxPage,
+    summary="The MASH inbox (or, for a referrer, its own items), soonest deadline first",
+)
 async def list_inbox(
-    _: Annotated[Principal, Depends(require_scope("mash:triage"))],
+    reader: Annotated[Principal, Depends(require_scope("mash:triage", "referrals:read"))],
     session: SessionDep,
     audience: Audience | None = None,
     status: ItemStatus | None = None,
@@ -25,7 +29,12 @@ async def list_inbox(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> InboxPage:
+    organisation = None
+    if not reader.has("mash:triage"):
+        # A referrer sees only the items addressed to its own organisation.
+        audience, organisation = Audience.REFERRER, reader.organisation_code
     items, total = await InboxRepository(session).list(
+        organisation_code=organisation,
         audience=audience.value if audience else None,
         status=status.value if status else None,
         referral_id=referral_id,

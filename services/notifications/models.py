@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import DateTime, Index, String, Text
+from sqlalchemy import DateTime, Index, String, Text, UniqueConstraint
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -26,12 +26,18 @@ class InboxItem(Base):
     """Something a MASH worker (or manager) must act on, raised by an event."""
 
     __tablename__ = "inbox_items"
-    __table_args__ = (Index("ix_inbox_items_audience_status", "audience", "status", "created_at"),)
+    __table_args__ = (
+        Index("ix_inbox_items_audience_status", "audience", "status", "created_at"),
+        # One event may address several audiences (the manager and the referrer), once each.
+        UniqueConstraint("source_event_id", "audience"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
-    source_event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), unique=True)
+    source_event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
     kind: Mapped[str] = mapped_column(String(40))  # new_referral | acknowledgement_overdue
-    audience: Mapped[str] = mapped_column(String(30))  # mash_worker | mash_manager
+    audience: Mapped[str] = mapped_column(String(30))  # mash_worker | mash_manager | referrer
+    # For audience "referrer": the organisation whose inbox it is.
+    organisation_code: Mapped[str | None] = mapped_column(String(20))
     referral_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), index=True)
     referral_reference: Mapped[str] = mapped_column(String(20))
     title: Mapped[str] = mapped_column(String(300))

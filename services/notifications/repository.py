@@ -33,6 +33,7 @@ class InboxRepository:
     async def list(
         self,
         *,
+        organisation_code: str | None = None,
         audience: str | None,
         status: str | None,
         referral_id: uuid.UUID | None,
@@ -40,6 +41,8 @@ class InboxRepository:
         offset: int,
     ) -> tuple[list[InboxItem], int]:
         conditions = []
+        if organisation_code is not None:
+            conditions.append(InboxItem.organisation_code == organisation_code)
         if audience is not None:
             conditions.append(InboxItem.audience == audience)
         if status is not None:

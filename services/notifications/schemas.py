@@ -10,6 +10,7 @@ from pydantic import BaseModel
 class Audience(StrEnum):
     MASH_WORKER = "mash_worker"
     MASH_MANAGER = "mash_manager"
+    REFERRER = "referrer"
 
 
 class ItemStatus(StrEnum):
@@ -21,6 +22,7 @@ class InboxItemOut(BaseModel):
     id: UUID
     kind: str
     audience: Audience
+    organisation_code: str | None
     referral_id: UUID
     referral_reference: str
     title: str

@@ -9,12 +9,29 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifications.models import InboxItem
 from services.notifications.repository import InboxRepository
-from services.referrals.events import ReferralAcknowledged, ReferralAckOverdue, ReferralReceived
+from services.referrals.events import (
+    DeadlineMissed,
+    ReferralAcknowledged,
+    ReferralAckOverdue,
+    ReferralAssessmentCompleted,
+    ReferralAssessmentOverdue,
+    ReferralDecided,
+    ReferralDecisionOverdue,
+    ReferralFeedbackOverdue,
+    ReferralFeedbackSent,
+    ReferralPhoneFollowUpDue,
+    ReferralReceived,
+)
 from shared.calendar import LONDON
 from shared.events.envelope import Envelope
 
 NEW_REFERRAL = "new_referral"
 ACK_OVERDUE = "acknowledgement_overdue"
+DECISION_OVERDUE = "decision_overdue"
+FEEDBACK_OVERDUE = "feedback_overdue"
+ASSESSMENT_OVERDUE = "assessment_overdue"
+REFERRER_MAY_CHASE = "referrer_may_chase"
+PHONE_FOLLOW_UP = "phone_follow_up_prompt"
 
 
 def _local(moment: datetime) -> str:
@@ -72,6 +89,144 @@ async def referral_acknowledged(
     repository = InboxRepository(session)
     await repository.resolve(event.referral_id, NEW_REFERRAL, event.acknowledged_at)
     await repository.resolve(event.referral_id, ACK_OVERDUE, event.acknowledged_at)
+
+
+async def referral_decided(
+    session: AsyncSession, event: ReferralDecided, envelope: Envelope
+) -> None:
+    await InboxRepository(session).resolve(event.referral_id, DECISION_OVERDUE, event.decided_at)
+
+
+async def feedback_sent(
+    session: AsyncSession, event: ReferralFeedbackSent, envelope: Envelope
+) -> None:
+    repository = InboxRepository(session)
+    for kind in (FEEDBACK_OVERDUE, REFERRER_MAY_CHASE, PHONE_FOLLOW_UP):
+        await repository.resolve(event.referral_id, kind, event.sent_at)
+
+
+async def assessment_completed(
+    session: AsyncSession, event: ReferralAssessmentCompleted, envelope: Envelope
+) -> None:
+    await InboxRepository(session).resolve(
+        event.referral_id, ASSESSMENT_OVERDUE, event.completed_at
+    )
+
+
+def _item(
+    envelope: Envelope,
+    event: DeadlineMissed,
+    *,
+    kind: str,
+    audience: str,
+    title: str,
+    body: str,
+    organisation_code: str | None = None,
+) -> InboxItem:
+    return InboxItem(
+        id=uuid.uuid4(),
+        source_event_id=envelope.id,
+        kind=kind,
+        audience=audience,
+        organisation_code=organisation_code,
+        referral_id=event.referral_id,
+        referral_reference=event.reference,
+        title=title,
+        body=body,
+        due_at=None,
+        status="open",
+        created_at=envelope.time,
+        correlation_id=envelope.correlation_id,
+    )
+
+
+async def decision_overdue(
+    session: AsyncSession, event: ReferralDecisionOverdue, envelope: Envelope
+) -> None:
+    await InboxRepository(session).add(
+        _item(
+            envelope,
+            event,
+            kind=DECISION_OVERDUE,
+            audience="mash_manager",
+            title=f"Escalation: no decision on referral {event.reference} in time",
+            body=(
+                f"The type of response to the referral from {event.referrer_organisation_code} "
+                f"was due by {_local(event.due_at)} and has not been decided."
+            ),
+        )
+    )
+
+
+async def assessment_overdue(
+    session: AsyncSession, event: ReferralAssessmentOverdue, envelope: Envelope
+) -> None:
+    await InboxRepository(session).add(
+        _item(
+            envelope,
+            event,
+            kind=ASSESSMENT_OVERDUE,
+            audience="mash_manager",
+            title=f"Escalation: assessment for referral {event.reference} is overdue",
+            body=f"The assessment was due to be completed by {_local(event.due_at)}.",
+        )
+    )
+
+
+async def feedback_overdue(
+    session: AsyncSession, event: ReferralFeedbackOverdue, envelope: Envelope
+) -> None:
+    """Escalate to the manager, and tell the referrer plainly that they may chase, and how."""
+    repository = InboxRepository(session)
+    await repository.add(
+        _item(
+            envelope,
+            event,
+            kind=FEEDBACK_OVERDUE,
+            audience="mash_manager",
+            title=f"Escalation: no feedback to the referrer of {event.reference}",
+            body=(
+                f"{event.referrer_organisation_code} was due feedback by "
+                f"{_local(event.due_at)} and has not had it."
+            ),
+        )
+    )
+    await repository.add(
+        _item(
+            envelope,
+            event,
+            kind=REFERRER_MAY_CHASE,
+            audience="referrer",
+            organisation_code=event.referrer_organisation_code,
+            title=f"You have not yet had feedback on referral {event.reference}",
+            body=(
+                f"You should have heard what is happening by {_local(event.due_at)}. "
+                "Please follow this up: call the MASH duty line and quote the reference "
+                f"{event.reference}. If you remain worried about the child, escalate using "
+                "your partnership's escalation procedure, and if a child is in immediate "
+                "danger, call 999."
+            ),
+        )
+    )
+
+
+async def phone_follow_up_due(
+    session: AsyncSession, event: ReferralPhoneFollowUpDue, envelope: Envelope
+) -> None:
+    await InboxRepository(session).add(
+        _item(
+            envelope,
+            event,
+            kind=PHONE_FOLLOW_UP,
+            audience="referrer",
+            organisation_code=event.referrer_organisation_code,
+            title=f"Please confirm your telephone referral {event.reference} in writing",
+            body=(
+                "You made this referral by telephone. Please confirm it in writing now, "
+                f"quoting {event.reference}, so that the MASH has your concern in your words."
+            ),
+        )
+    )
 
 
 async def acknowledgement_overdue(

@@ -7,7 +7,9 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from services.referrals import endpoints, service
+from services.referrals.contacts import endpoints as contact_endpoints
 from services.referrals.models import data_keys, plumbing
+from services.referrals.policy import load_policy
 from services.referrals.settings import ReferralsSettings
 from shared.calendar import WorkingDayCalendar, load_calendars
 from shared.clock import Clock
@@ -22,8 +24,8 @@ DEFINITION = ServiceDefinition(
         "acknowledged within one working day or escalated to the MASH manager."
     ),
     plumbing=plumbing,
-    routers=[endpoints.router],
-    timer_handlers={service.ACK_TIMER: service.acknowledgement_overdue},
+    routers=[endpoints.router, contact_endpoints.router],
+    timer_handlers={service.DEADLINE_TIMER: service.deadline_missed},
 )
 
 
@@ -41,4 +43,5 @@ def create_app(
         working_days = WorkingDayCalendar()
     app.state.working_days = working_days
     app.state.vault = Vault(MasterKeyring.from_setting(settings.master_keys), data_keys)
+    app.state.policy = load_policy(Path(settings.policy_file) if settings.policy_file else None)
     return app

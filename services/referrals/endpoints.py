@@ -15,18 +15,26 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.referrals import service
 from services.referrals.models import Referral
+from services.referrals.policy import DeadlinePolicy
 from services.referrals.repository import ReferralRepository
 from services.referrals.schemas import (
     AcknowledgementIn,
+    ActionOut,
+    AssessmentCompletionIn,
     ChildOut,
     ConsentIn,
+    DeadlineOut,
+    DecisionIn,
     FamilyMemberIn,
+    FeedbackIn,
+    FeedbackOut,
+    RatingIn,
     ReferralCreate,
     ReferralOut,
     ReferralPage,
     ReferralSummary,
+    ReopenIn,
 )
-from services.referrals.settings import ReferralsSettings
 from shared.auth import Principal, require_scope
 from shared.calendar import WorkingDayCalendar
 from shared.crypto import Vault
@@ -41,9 +49,9 @@ def _calendar(request: Request) -> WorkingDayCalendar:
     return calendar
 
 
-def _settings(request: Request) -> ReferralsSettings:
-    settings: ReferralsSettings = request.app.state.settings
-    return settings
+def _policy(request: Request) -> DeadlinePolicy:
+    policy: DeadlinePolicy = request.app.state.policy
+    return policy
 
 
 def _vault(request: Request) -> Vault:
@@ -52,8 +60,8 @@ def _vault(request: Request) -> Vault:
 
 
 CalendarDep = Annotated[WorkingDayCalendar, Depends(_calendar)]
-SettingsDep = Annotated[ReferralsSettings, Depends(_settings)]
 VaultDep = Annotated[Vault, Depends(_vault)]
+PolicyDep = Annotated[DeadlinePolicy, Depends(_policy)]
 Submitter = Annotated[Principal, Depends(require_scope("referrals:write"))]
 Reader = Annotated[Principal, Depends(require_scope("referrals:read", "mash:triage"))]
 Triage = Annotated[Principal, Depends(require_scope("mash:triage"))]
@@ -73,8 +81,28 @@ class BadCursor(DomainError):
     title = "The request is not valid"
 
 
-async def referral_out(session: AsyncSession, vault: Vault, referral: Referral) -> ReferralOut:
+def deadlines_out(referral: Referral) -> list[DeadlineOut]:
+    return [
+        DeadlineOut(
+            kind=deadline.kind,
+            started_at=deadline.started_at,
+            due_at=deadline.due_at,
+            status=deadline.status,
+            met_at=deadline.met_at,
+            missed_at=deadline.missed_at,
+            cancelled_at=deadline.cancelled_at,
+        )
+        for deadline in referral.deadlines
+    ]
+
+
+async def referral_out(
+    session: AsyncSession, vault: Vault, referral: Referral, viewer: Principal
+) -> ReferralOut:
+    """The referral as ``viewer`` may see it: the MASH sees its rating and full history."""
     texts = await service.open_texts(session, vault, referral)
+    action_texts = await service.open_action_texts(session, vault, referral)
+    mash = viewer.has(service.MASH_SCOPE)
     children_by_id = {child.id: child.position for child in referral.children}
     return ReferralOut(
         id=referral.id,
@@ -152,10 +180,35 @@ async def referral_out(session: AsyncSession, vault: Vault, referral: Referral) 
             )
             for member in referral.family_members
         ],
-        rag=referral.rag,
+        rag=referral.rag if mash else None,
         decision=referral.decision,
-        feedback=[],
-        deadlines=[],
+        decided_at=referral.decided_at,
+        assessment_completed_at=referral.assessment_completed_at,
+        feedback=[
+            FeedbackOut(
+                id=action.id,
+                given_at=action.at,
+                given_by=action.by_name,
+                message=action_texts.get(action.id),
+            )
+            for action in referral.actions
+            if action.action == "feedback"
+        ],
+        deadlines=deadlines_out(referral),
+        history=[
+            ActionOut(
+                id=action.id,
+                action=action.action,
+                at=action.at,
+                by=action.by_name,
+                by_organisation=action.by_organisation,
+                value=action.value,
+                text=action_texts.get(action.id),
+            )
+            for action in referral.actions
+        ]
+        if mash
+        else None,
     )
 
 
@@ -178,7 +231,7 @@ async def create_referral(
     session: SessionDep,
     clock: ClockDep,
     calendar: CalendarDep,
-    settings: SettingsDep,
+    policy: PolicyDep,
     vault: VaultDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
@@ -190,13 +243,13 @@ async def create_referral(
         now=clock.now(),
         calendar=calendar,
         vault=vault,
-        acknowledgement_working_days=settings.acknowledgement_working_days,
+        policy=policy,
         idempotency_key=idempotency_key,
     )
     response.headers["Location"] = f"/v1/referrals/{referral.id}"
     if not created:
         response.status_code = status.HTTP_200_OK
-    return await referral_out(session, vault, referral)
+    return await referral_out(session, vault, referral, referrer)
 
 
 def _encode_cursor(referral: Referral) -> str:
@@ -247,9 +300,9 @@ async def list_referrals(
                 concern_categories=list(referral.concern_categories),
                 immediate_risk=referral.immediate_risk,
                 children=len(referral.children),
-                rag=referral.rag,
+                rag=referral.rag if reader.has(service.MASH_SCOPE) else None,
                 decision=referral.decision,
-                deadlines=[],
+                deadlines=deadlines_out(referral),
             )
             for referral in page
         ],
@@ -275,13 +328,28 @@ async def read_referral(
         async with runtime.database.transaction() as audit:
             await service.record_access(audit, reader, "read", str(referral_id), "refused")
         raise
-    return await referral_out(session, vault, referral)
+    return await referral_out(session, vault, referral, reader)
+
+
+async def _after_action(
+    session: AsyncSession, vault: Vault, referral_id: uuid.UUID, triage: Principal
+) -> ReferralOut:
+    referral = await service.read_referral(session, referral_id, triage)
+    return await referral_out(session, vault, referral, triage)
+
+
+ACTION_RESPONSES: dict[int | str, dict[str, object]] = {
+    403: {"description": "Only the MASH (scope mash:triage) acts on referrals"},
+    404: {"description": "No such referral"},
+    409: {"description": "Not possible in the referral's state (the detail says why)"},
+}
 
 
 @router.post(
     "/referrals/{referral_id}/acknowledge",
     response_model=ReferralOut,
-    summary="Acknowledge a referral (MASH; stops the acknowledgement clock)",
+    summary="Acknowledge (stops the acknowledgement clock)",
+    responses=ACTION_RESPONSES,
 )
 async def acknowledge_referral(
     referral_id: uuid.UUID,
@@ -291,8 +359,140 @@ async def acknowledge_referral(
     clock: ClockDep,
     vault: VaultDep,
 ) -> ReferralOut:
-    await service.acknowledge(
-        session, referral_id, acknowledged_by=body.acknowledged_by, now=clock.now()
+    actor = service.Actor(body.acknowledged_by, triage)
+    await service.acknowledge(session, vault, referral_id, actor=actor, now=clock.now())
+    return await _after_action(session, vault, referral_id, triage)
+
+
+@router.post(
+    "/referrals/{referral_id}/rating",
+    response_model=ReferralOut,
+    summary="Set the RAG rating, with the reason",
+    responses=ACTION_RESPONSES,
+)
+async def rate_referral(
+    referral_id: uuid.UUID,
+    body: RatingIn,
+    triage: Triage,
+    session: SessionDep,
+    clock: ClockDep,
+    vault: VaultDep,
+) -> ReferralOut:
+    await service.rate(
+        session,
+        vault,
+        referral_id,
+        rag=body.rag.value,
+        reason=body.reason,
+        actor=service.Actor(body.rated_by, triage),
+        now=clock.now(),
     )
-    referral = await service.read_referral(session, referral_id, triage)
-    return await referral_out(session, vault, referral)
+    return await _after_action(session, vault, referral_id, triage)
+
+
+@router.post(
+    "/referrals/{referral_id}/decision",
+    response_model=ReferralOut,
+    summary="Decide the type of response (acknowledges too, if not yet acknowledged)",
+    responses=ACTION_RESPONSES,
+)
+async def decide_referral(
+    referral_id: uuid.UUID,
+    body: DecisionIn,
+    triage: Triage,
+    session: SessionDep,
+    clock: ClockDep,
+    vault: VaultDep,
+    policy: PolicyDep,
+    calendar: CalendarDep,
+) -> ReferralOut:
+    await service.decide(
+        session,
+        vault,
+        referral_id,
+        decision=body.decision,
+        reason=body.reason,
+        actor=service.Actor(body.decided_by, triage),
+        now=clock.now(),
+        policy=policy,
+        calendar=calendar,
+    )
+    return await _after_action(session, vault, referral_id, triage)
+
+
+@router.post(
+    "/referrals/{referral_id}/feedback",
+    response_model=ReferralOut,
+    summary="Record feedback to the referrer on what action is being taken",
+    responses=ACTION_RESPONSES,
+)
+async def give_feedback(
+    referral_id: uuid.UUID,
+    body: FeedbackIn,
+    triage: Triage,
+    session: SessionDep,
+    clock: ClockDep,
+    vault: VaultDep,
+) -> ReferralOut:
+    await service.give_feedback(
+        session,
+        vault,
+        referral_id,
+        message=body.message,
+        actor=service.Actor(body.given_by, triage),
+        now=clock.now(),
+    )
+    return await _after_action(session, vault, referral_id, triage)
+
+
+@router.post(
+    "/referrals/{referral_id}/assessment-completion",
+    response_model=ReferralOut,
+    summary="Record that the section 17 or section 47 assessment is complete",
+    responses=ACTION_RESPONSES,
+)
+async def complete_assessment(
+    referral_id: uuid.UUID,
+    body: AssessmentCompletionIn,
+    triage: Triage,
+    session: SessionDep,
+    clock: ClockDep,
+    vault: VaultDep,
+) -> ReferralOut:
+    await service.complete_assessment(
+        session,
+        vault,
+        referral_id,
+        actor=service.Actor(body.completed_by, triage),
+        now=clock.now(),
+    )
+    return await _after_action(session, vault, referral_id, triage)
+
+
+@router.post(
+    "/referrals/{referral_id}/reopening",
+    response_model=ReferralOut,
+    summary="Reopen a decided referral (new decision and feedback clocks start)",
+    responses=ACTION_RESPONSES,
+)
+async def reopen_referral(
+    referral_id: uuid.UUID,
+    body: ReopenIn,
+    triage: Triage,
+    session: SessionDep,
+    clock: ClockDep,
+    vault: VaultDep,
+    policy: PolicyDep,
+    calendar: CalendarDep,
+) -> ReferralOut:
+    await service.reopen(
+        session,
+        vault,
+        referral_id,
+        reason=body.reason,
+        actor=service.Actor(body.reopened_by, triage),
+        now=clock.now(),
+        policy=policy,
+        calendar=calendar,
+    )
+    return await _after_action(session, vault, referral_id, triage)

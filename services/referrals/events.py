@@ -106,3 +106,129 @@ class ReferralAckOverdue(
     referrer_organisation_code: str
     acknowledgement_due_at: datetime
     detected_at: datetime
+
+
+class ReferralRated(
+    Event, type="referral.rated", topic=Topic.REFERRALS, key="referral_id", producer="referrals"
+):
+    """The MASH gave the referral a RAG rating; the reason stays sealed."""
+
+    referral_id: UUID
+    reference: str
+    rag: str
+    rated_at: datetime
+    rated_by: str
+
+
+class ReferralDecided(
+    Event, type="referral.decided", topic=Topic.REFERRALS, key="referral_id", producer="referrals"
+):
+    """The MASH decided the type of response; the feedback clock keeps running until feedback."""
+
+    referral_id: UUID
+    reference: str
+    decision: str
+    decided_at: datetime
+    decided_by: str
+    within_deadline: bool
+    assessment_due_at: datetime | None = None
+
+
+class ReferralFeedbackSent(
+    Event,
+    type="referral.feedback_sent",
+    topic=Topic.REFERRALS,
+    key="referral_id",
+    producer="referrals",
+):
+    """Feedback on the referral was recorded for the referrer (the text stays sealed)."""
+
+    referral_id: UUID
+    reference: str
+    referrer_organisation_code: str
+    feedback_id: int
+    sent_at: datetime
+    within_deadline: bool
+
+
+class ReferralAssessmentCompleted(
+    Event,
+    type="referral.assessment_completed",
+    topic=Topic.REFERRALS,
+    key="referral_id",
+    producer="referrals",
+):
+    """The section 17 or section 47 assessment that the decision started is complete."""
+
+    referral_id: UUID
+    reference: str
+    completed_at: datetime
+    within_deadline: bool
+
+
+class ReferralReopened(
+    Event,
+    type="referral.reopened",
+    topic=Topic.REFERRALS,
+    key="referral_id",
+    producer="referrals",
+):
+    """A decided referral was reopened; new decision and feedback clocks have started."""
+
+    referral_id: UUID
+    reference: str
+    reopened_at: datetime
+    reopened_by: str
+    decision_due_at: datetime
+    feedback_due_at: datetime
+
+
+class DeadlineMissed(Event):
+    """Shared shape of the events a missed deadline raises (not registered itself)."""
+
+    referral_id: UUID
+    reference: str
+    referrer_organisation_code: str
+    raised_via: str
+    due_at: datetime
+    detected_at: datetime
+
+
+class ReferralDecisionOverdue(
+    DeadlineMissed,
+    type="referral.decision_overdue",
+    topic=Topic.REFERRALS,
+    key="referral_id",
+    producer="referrals",
+):
+    """No decision on the type of response by its deadline: the MASH manager must be told."""
+
+
+class ReferralFeedbackOverdue(
+    DeadlineMissed,
+    type="referral.feedback_overdue",
+    topic=Topic.REFERRALS,
+    key="referral_id",
+    producer="referrals",
+):
+    """The referrer has had no feedback by its deadline: escalate, and tell them they may chase."""
+
+
+class ReferralAssessmentOverdue(
+    DeadlineMissed,
+    type="referral.assessment_overdue",
+    topic=Topic.REFERRALS,
+    key="referral_id",
+    producer="referrals",
+):
+    """The assessment was not completed within its working days: the MASH manager must be told."""
+
+
+class ReferralPhoneFollowUpDue(
+    DeadlineMissed,
+    type="referral.phone_follow_up_due",
+    topic=Topic.REFERRALS,
+    key="referral_id",
+    producer="referrals",
+):
+    """A referral first made by telephone needs the referrer's written follow-up (48 hours)."""

@@ -77,8 +77,11 @@ class Referral(Base):
     acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     acknowledged_by: Mapped[str | None] = mapped_column(String(200))
     rag: Mapped[str | None] = mapped_column(String(10))
+    rated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     decision: Mapped[str | None] = mapped_column(String(40))
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    decided_by: Mapped[str | None] = mapped_column(String(200))
+    assessment_completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     request_fingerprint: Mapped[str] = mapped_column(String(64))
 
@@ -89,6 +92,10 @@ class Referral(Base):
         lazy="raise", order_by="FamilyMember.position"
     )
     texts: Mapped[list[ReferralText]] = relationship(lazy="raise", order_by="ReferralText.id")
+    deadlines: Mapped[list[ReferralDeadline]] = relationship(
+        lazy="raise", order_by="ReferralDeadline.started_at"
+    )
+    actions: Mapped[list[ReferralAction]] = relationship(lazy="raise", order_by="ReferralAction.id")
 
 
 class ReferralChild(Base):
@@ -167,6 +174,55 @@ class ReferralText(Base):
     kind: Mapped[str] = mapped_column(String(30))  # what_happened | actions_taken | own_words | …
     sealed: Mapped[bytes] = mapped_column(LargeBinary)
     written_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The MASH action whose reason or feedback this is (None for the referral's own texts).
+    action_id: Mapped[int | None] = mapped_column(
+        ForeignKey(f"{SCHEMA}.referral_actions.id", ondelete="CASCADE")
+    )
+
+
+class ReferralAction(Base):
+    """One thing the MASH did to a referral: the history the referrer and auditors can follow."""
+
+    __tablename__ = "referral_actions"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    referral_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey(f"{SCHEMA}.referrals.id", ondelete="CASCADE"), index=True
+    )
+    action: Mapped[str] = mapped_column(String(30))  # acknowledged | rated | decided | …
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    by_name: Mapped[str] = mapped_column(String(200))
+    by_client: Mapped[str] = mapped_column(String(200))
+    by_organisation: Mapped[str] = mapped_column(String(20))
+    value: Mapped[str | None] = mapped_column(String(40))  # the RAG, the decision, …
+
+
+class ReferralDeadline(Base):
+    """A clock on a referral, and how it ended: met, missed (and escalated) or cancelled."""
+
+    __tablename__ = "referral_deadlines"
+    __table_args__ = (Index("ix_referral_deadlines_referral", "referral_id", "kind"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    referral_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey(f"{SCHEMA}.referrals.id", ondelete="CASCADE")
+    )
+    kind: Mapped[str] = mapped_column(String(30))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    met_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    missed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    @property
+    def status(self) -> str:
+        if self.met_at is not None:
+            return "met" if self.met_at <= self.due_at else "met_late"
+        if self.cancelled_at is not None:
+            return "cancelled"
+        if self.missed_at is not None:
+            return "missed"
+        return "pending"
 
 
 class AccessRecord(Base):

@@ -22,6 +22,8 @@ _FULL = (
     selectinload(Referral.children),
     selectinload(Referral.family_members).selectinload(FamilyMember.relationships),
     selectinload(Referral.texts),
+    selectinload(Referral.deadlines),
+    selectinload(Referral.actions),
 )
 
 
@@ -76,7 +78,9 @@ class ReferralRepository:
         limit: int,
     ) -> list[Referral]:
         """Newest first, keyset-paginated on (received_at, id)."""
-        statement = select(Referral).options(selectinload(Referral.children))
+        statement = select(Referral).options(
+            selectinload(Referral.children), selectinload(Referral.deadlines)
+        )
         if organisation_code is not None:
             statement = statement.where(Referral.referrer_organisation_code == organisation_code)
         if status is not None:

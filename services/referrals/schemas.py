@@ -94,6 +94,23 @@ class Relationship(StrEnum):
     OTHER = "other"
 
 
+class Rag(StrEnum):
+    RED = "red"
+    AMBER = "amber"
+    GREEN = "green"
+
+
+class Decision(StrEnum):
+    """The type of response (Working Together to Safeguard Children 2023)."""
+
+    NO_FURTHER_ACTION = "no_further_action"
+    ADVICE_AND_SIGNPOSTING = "advice_and_signposting"
+    EARLY_HELP = "early_help"
+    SECTION_17 = "section_17_assessment"
+    SECTION_47_STRATEGY = "section_47_strategy_discussion"
+    ALREADY_OPEN = "already_open_to_a_worker"
+
+
 class ConsentStatus(StrEnum):
     AGREED = "agreed"
     REFUSED = "refused"
@@ -296,10 +313,29 @@ class ChildOut(BaseModel):
 
 class DeadlineOut(BaseModel):
     kind: str
+    started_at: datetime
     due_at: datetime
-    status: str  # pending | met | missed | cancelled
+    status: str  # pending | met | met_late | missed | cancelled
     met_at: datetime | None
     missed_at: datetime | None
+    cancelled_at: datetime | None
+
+
+class FeedbackOut(BaseModel):
+    id: int
+    given_at: datetime
+    given_by: str
+    message: str | None  # None once every child's key has been destroyed (erasure)
+
+
+class ActionOut(BaseModel):
+    id: int
+    action: str
+    at: datetime
+    by: str
+    by_organisation: str
+    value: str | None
+    text: str | None
 
 
 class ReferralSummary(BaseModel):
@@ -332,14 +368,48 @@ class ReferralOut(BaseModel):
     consent: ConsentIn
     children: list[ChildOut]
     family_members: list[FamilyMemberIn]
-    rag: str | None
+    rag: str | None = Field(description="Shown to the MASH only")
     decision: str | None
-    feedback: list[str]
+    decided_at: datetime | None
+    assessment_completed_at: datetime | None
+    feedback: list[FeedbackOut]
     deadlines: list[DeadlineOut]
+    history: list[ActionOut] | None = Field(
+        description="Every MASH action with its reason; shown to the MASH only"
+    )
+
+
+Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=5000)]
 
 
 class AcknowledgementIn(Strict):
     acknowledged_by: Text200
+
+
+class RatingIn(Strict):
+    rag: Rag
+    reason: Reason
+    rated_by: Text200
+
+
+class DecisionIn(Strict):
+    decision: Decision
+    reason: Reason = Field(description="Why; for no further action, say why it is safe to close")
+    decided_by: Text200
+
+
+class FeedbackIn(Strict):
+    message: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=5000)]
+    given_by: Text200
+
+
+class AssessmentCompletionIn(Strict):
+    completed_by: Text200
+
+
+class ReopenIn(Strict):
+    reason: Reason
+    reopened_by: Text200
 
 
 class ReferralPage(BaseModel):

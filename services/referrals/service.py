@@ -12,9 +12,19 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.referrals.events import (
+    DeadlineMissed,
     ReferralAcknowledged,
     ReferralAckOverdue,
+    ReferralAssessmentCompleted,
+    ReferralAssessmentOverdue,
+    ReferralDecided,
+    ReferralDecisionOverdue,
+    ReferralFeedbackOverdue,
+    ReferralFeedbackSent,
+    ReferralPhoneFollowUpDue,
+    ReferralRated,
     ReferralReceived,
+    ReferralReopened,
     ReportedChild,
     ReportedFamilyMember,
     ReportedRelationship,
@@ -24,12 +34,15 @@ from services.referrals.models import (
     FamilyMember,
     FamilyRelationship,
     Referral,
+    ReferralAction,
     ReferralChild,
+    ReferralDeadline,
     ReferralText,
     plumbing,
 )
+from services.referrals.policy import DeadlineKind, DeadlinePolicy
 from services.referrals.repository import ReferralRepository
-from services.referrals.schemas import ReferralCreate
+from services.referrals.schemas import Decision, ReferralCreate
 from shared import outbox, timers
 from shared.auth import Principal
 from shared.calendar import WorkingDayCalendar
@@ -38,8 +51,9 @@ from shared.errors import Conflict, NotFound
 from shared.timers import DueTimer
 
 SERVICE = "referrals"
-ACK_TIMER = "referral.acknowledgement_due"
+DEADLINE_TIMER = "referral.deadline"
 MASH_SCOPE = "mash:triage"
+ASSESSMENT_DECISIONS = frozenset({Decision.SECTION_17, Decision.SECTION_47_STRATEGY})
 
 
 class IdempotencyMismatch(Conflict):
@@ -64,10 +78,10 @@ async def receive_referral(
     now: datetime,
     calendar: WorkingDayCalendar,
     vault: Vault,
-    acknowledgement_working_days: int,
+    policy: DeadlinePolicy,
     idempotency_key: str | None,
 ) -> tuple[Referral, bool]:
-    """Store a referral, seal its narratives, announce it and start its acknowledgement clock.
+    """Store a referral, seal its narratives, announce it and start its clocks.
 
     Returns the referral and whether it was created now (False: an idempotent replay).
     """
@@ -80,7 +94,7 @@ async def receive_referral(
 
     referral_id = uuid.uuid4()
     number = await repository.next_number()
-    due_at = calendar.add_working_days(now, acknowledgement_working_days)
+    due_at = policy.due(DeadlineKind.ACKNOWLEDGEMENT, now, calendar)
     consent = request.consent
     referral = Referral(
         id=referral_id,
@@ -180,9 +194,13 @@ async def receive_referral(
         service=SERVICE,
         now=now,
     )
-    await timers.schedule(
-        session, plumbing, kind=ACK_TIMER, aggregate_id=str(referral_id), due_at=due_at
-    )
+    clocks = [DeadlineKind.ACKNOWLEDGEMENT, DeadlineKind.DECISION, DeadlineKind.FEEDBACK]
+    if referral.raised_via == "phone":
+        clocks.append(DeadlineKind.PHONE_FOLLOW_UP)
+    for kind in clocks:
+        await start_deadline(
+            session, referral_id, kind, start=now, policy=policy, calendar=calendar
+        )
     loaded = await repository.get(referral_id)
     assert loaded is not None
     return loaded, True
@@ -304,15 +322,22 @@ def may_read(principal: Principal, referral: Referral) -> bool:
 
 
 async def record_access(
-    session: AsyncSession, principal: Principal, action: str, object_id: str, outcome: str
+    session: AsyncSession,
+    principal: Principal,
+    action: str,
+    object_id: str,
+    outcome: str,
+    *,
+    object_type: str = "referral",
 ) -> None:
+    """One row of the access log: who read (or was refused) which case record, and when."""
     session.add(
         AccessRecord(
             principal=principal.subject,
             organisation_code=principal.organisation_code,
             agency=principal.agency,
             action=action,
-            object_type="referral",
+            object_type=object_type,
             object_id=object_id,
             outcome=outcome,
         )
@@ -343,12 +368,32 @@ class OpenedTexts:
     own_words: dict[uuid.UUID, str]
 
 
+async def open_action_texts(
+    session: AsyncSession, vault: Vault, referral: Referral
+) -> dict[int, str]:
+    """The reason or feedback of each MASH action, from the first child's copy still readable."""
+    opened: dict[int, str] = {}
+    for row in referral.texts:
+        if row.action_id is None or row.action_id in opened:
+            continue
+        try:
+            opened[row.action_id] = await vault.open(
+                session,
+                row.subject_id,
+                row.sealed,
+                context=text_context(referral.id, f"{row.kind}:{row.action_id}"),
+            )
+        except KeyDestroyed:
+            continue
+    return opened
+
+
 async def open_texts(session: AsyncSession, vault: Vault, referral: Referral) -> OpenedTexts:
     shared: dict[str, str] = {}
     own_words: dict[uuid.UUID, str] = {}
     for row in referral.texts:
-        if row.kind in shared:
-            continue
+        if row.action_id is not None or row.kind in shared:
+            continue  # action texts are opened with the history
         try:
             plaintext = await vault.open(
                 session, row.subject_id, row.sealed, context=text_context(referral.id, row.kind)
@@ -366,24 +411,183 @@ async def open_texts(session: AsyncSession, vault: Vault, referral: Referral) ->
     )
 
 
-async def acknowledge(
-    session: AsyncSession, referral_id: uuid.UUID, *, acknowledged_by: str, now: datetime
-) -> Referral:
-    """Record the MASH's acknowledgement and stop the acknowledgement clock."""
+# -- deadlines --------------------------------------------------------------------------------
+
+
+async def start_deadline(
+    session: AsyncSession,
+    referral_id: uuid.UUID,
+    kind: DeadlineKind,
+    *,
+    start: datetime,
+    policy: DeadlinePolicy,
+    calendar: WorkingDayCalendar,
+) -> ReferralDeadline:
+    deadline = ReferralDeadline(
+        id=uuid.uuid4(),
+        referral_id=referral_id,
+        kind=kind.value,
+        started_at=start,
+        due_at=policy.due(kind, start, calendar),
+    )
+    session.add(deadline)
+    await session.flush()
+    await timers.schedule(
+        session,
+        plumbing,
+        kind=DEADLINE_TIMER,
+        aggregate_id=str(deadline.id),
+        due_at=deadline.due_at,
+        payload={"referral_id": str(referral_id), "kind": kind.value},
+    )
+    return deadline
+
+
+def _open_deadlines(referral: Referral, kind: DeadlineKind) -> list[ReferralDeadline]:
+    return [
+        deadline
+        for deadline in referral.deadlines
+        if deadline.kind == kind.value and deadline.met_at is None and deadline.cancelled_at is None
+    ]
+
+
+async def _settle(
+    session: AsyncSession, referral: Referral, kind: DeadlineKind, now: datetime, *, met: bool
+) -> bool:
+    """Mark the open deadlines of ``kind`` met (or cancelled) and stop their timers.
+
+    Returns whether every one of them was met on time (True when there were none).
+    """
+    on_time = True
+    for deadline in _open_deadlines(referral, kind):
+        if not met and deadline.missed_at is not None:
+            continue  # a miss already escalated stays on the record as missed
+        if met:
+            deadline.met_at = now
+            on_time = on_time and now <= deadline.due_at
+        else:
+            deadline.cancelled_at = now
+        await timers.cancel(
+            session, plumbing, kind=DEADLINE_TIMER, aggregate_id=str(deadline.id), now=now
+        )
+    await session.flush()
+    return on_time
+
+
+_MISSED_EVENTS: dict[DeadlineKind, type[DeadlineMissed]] = {
+    DeadlineKind.DECISION: ReferralDecisionOverdue,
+    DeadlineKind.FEEDBACK: ReferralFeedbackOverdue,
+    DeadlineKind.ASSESSMENT: ReferralAssessmentOverdue,
+    DeadlineKind.PHONE_FOLLOW_UP: ReferralPhoneFollowUpDue,
+}
+
+
+async def deadline_missed(session: AsyncSession, timer: DueTimer, now: datetime) -> None:
+    """Timer handler: a deadline passed unmet. Record it and announce it for escalation."""
     repository = ReferralRepository(session)
-    referral = await repository.get(referral_id, for_update=True)
+    referral = await repository.get(uuid.UUID(timer.payload["referral_id"]), for_update=True)
+    if referral is None:
+        return
+    deadline = next((d for d in referral.deadlines if str(d.id) == timer.aggregate_id), None)
+    if deadline is None or deadline.met_at is not None or deadline.cancelled_at is not None:
+        return
+    deadline.missed_at = now
+    await session.flush()
+    kind = DeadlineKind(deadline.kind)
+    event: ReferralAckOverdue | DeadlineMissed
+    if kind is DeadlineKind.ACKNOWLEDGEMENT:
+        event = ReferralAckOverdue(
+            referral_id=referral.id,
+            reference=referral.reference,
+            referrer_organisation_code=referral.referrer_organisation_code,
+            acknowledgement_due_at=deadline.due_at,
+            detected_at=now,
+        )
+    else:
+        event = _MISSED_EVENTS[kind](
+            referral_id=referral.id,
+            reference=referral.reference,
+            referrer_organisation_code=referral.referrer_organisation_code,
+            raised_via=referral.raised_via,
+            due_at=deadline.due_at,
+            detected_at=now,
+        )
+    await outbox.append(session, plumbing, event, service=SERVICE, now=now)
+
+
+# -- MASH actions -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts: the person named in the request, through an authenticated client."""
+
+    name: str
+    principal: Principal
+
+
+async def _for_action(session: AsyncSession, referral_id: uuid.UUID) -> Referral:
+    referral = await ReferralRepository(session).get(referral_id, for_update=True)
     if referral is None:
         raise NotFound(f"No referral {referral_id}")
-    if referral.acknowledged_at is not None:
-        raise Conflict(
-            f"Referral {referral.reference} was already acknowledged",
-            acknowledged_at=referral.acknowledged_at.isoformat(),
+    return referral
+
+
+async def _record_action(
+    session: AsyncSession,
+    vault: Vault,
+    referral: Referral,
+    action: str,
+    actor: Actor,
+    now: datetime,
+    *,
+    value: str | None = None,
+    text: str | None = None,
+) -> ReferralAction:
+    """Add to the referral's history; a reason or feedback text is sealed for every child."""
+    row = ReferralAction(
+        referral_id=referral.id,
+        action=action,
+        at=now,
+        by_name=actor.name,
+        by_client=actor.principal.subject,
+        by_organisation=actor.principal.organisation_code,
+        value=value,
+    )
+    session.add(row)
+    await session.flush()
+    if text is not None:
+        kind = f"{action}_text"
+        session.add_all(
+            [
+                ReferralText(
+                    referral_id=referral.id,
+                    subject_id=child.id,
+                    kind=kind,
+                    sealed=await vault.seal(
+                        session,
+                        child.id,
+                        text,
+                        context=text_context(referral.id, f"{kind}:{row.id}"),
+                    ),
+                    written_at=now,
+                    action_id=row.id,
+                )
+                for child in referral.children
+            ]
         )
+        await session.flush()
+    return row
+
+
+async def _acknowledge(
+    session: AsyncSession, vault: Vault, referral: Referral, actor: Actor, now: datetime
+) -> None:
     referral.status = "acknowledged"
     referral.acknowledged_at = now
-    referral.acknowledged_by = acknowledged_by
-    await session.flush()
-    await timers.cancel(session, plumbing, kind=ACK_TIMER, aggregate_id=str(referral.id), now=now)
+    referral.acknowledged_by = actor.name
+    on_time = await _settle(session, referral, DeadlineKind.ACKNOWLEDGEMENT, now, met=True)
+    await _record_action(session, vault, referral, "acknowledged", actor, now)
     await outbox.append(
         session,
         plumbing,
@@ -391,29 +595,219 @@ async def acknowledge(
             referral_id=referral.id,
             reference=referral.reference,
             acknowledged_at=now,
-            acknowledged_by=acknowledged_by,
-            within_deadline=now <= referral.acknowledgement_due_at,
+            acknowledged_by=actor.name,
+            within_deadline=on_time,
         ),
         service=SERVICE,
         now=now,
     )
-    return referral
 
 
-async def acknowledgement_overdue(session: AsyncSession, timer: DueTimer, now: datetime) -> None:
-    """Timer handler: the acknowledgement deadline passed; announce it unless already met."""
-    referral = await ReferralRepository(session).get(uuid.UUID(timer.aggregate_id), for_update=True)
-    if referral is None or referral.acknowledged_at is not None:
-        return
+async def acknowledge(
+    session: AsyncSession,
+    vault: Vault,
+    referral_id: uuid.UUID,
+    *,
+    actor: Actor,
+    now: datetime,
+) -> None:
+    """Record the MASH's acknowledgement and stop the acknowledgement clock."""
+    referral = await _for_action(session, referral_id)
+    if referral.acknowledged_at is not None:
+        raise Conflict(
+            f"Referral {referral.reference} was already acknowledged",
+            acknowledged_at=referral.acknowledged_at.isoformat(),
+        )
+    await _acknowledge(session, vault, referral, actor, now)
+
+
+async def rate(
+    session: AsyncSession,
+    vault: Vault,
+    referral_id: uuid.UUID,
+    *,
+    rag: str,
+    reason: str,
+    actor: Actor,
+    now: datetime,
+) -> None:
+    referral = await _for_action(session, referral_id)
+    referral.rag = rag
+    referral.rated_at = now
+    await _record_action(session, vault, referral, "rated", actor, now, value=rag, text=reason)
     await outbox.append(
         session,
         plumbing,
-        ReferralAckOverdue(
+        ReferralRated(
+            referral_id=referral.id,
+            reference=referral.reference,
+            rag=rag,
+            rated_at=now,
+            rated_by=actor.name,
+        ),
+        service=SERVICE,
+        now=now,
+    )
+
+
+async def decide(
+    session: AsyncSession,
+    vault: Vault,
+    referral_id: uuid.UUID,
+    *,
+    decision: Decision,
+    reason: str,
+    actor: Actor,
+    now: datetime,
+    policy: DeadlinePolicy,
+    calendar: WorkingDayCalendar,
+) -> None:
+    """Decide the type of response; deciding also acknowledges a referral not yet acknowledged."""
+    referral = await _for_action(session, referral_id)
+    if referral.decision is not None:
+        raise Conflict(
+            f"Referral {referral.reference} was already decided ({referral.decision}); "
+            "reopen it to decide again"
+        )
+    if referral.acknowledged_at is None:
+        await _acknowledge(session, vault, referral, actor, now)
+    on_time = await _settle(session, referral, DeadlineKind.DECISION, now, met=True)
+    referral.decision = decision.value
+    referral.decided_at = now
+    referral.decided_by = actor.name
+    referral.status = "decided"
+    assessment_due = None
+    if decision in ASSESSMENT_DECISIONS:
+        deadline = await start_deadline(
+            session,
+            referral.id,
+            DeadlineKind.ASSESSMENT,
+            start=now,
+            policy=policy,
+            calendar=calendar,
+        )
+        assessment_due = deadline.due_at
+    await _record_action(
+        session, vault, referral, "decided", actor, now, value=decision.value, text=reason
+    )
+    await outbox.append(
+        session,
+        plumbing,
+        ReferralDecided(
+            referral_id=referral.id,
+            reference=referral.reference,
+            decision=decision.value,
+            decided_at=now,
+            decided_by=actor.name,
+            within_deadline=on_time,
+            assessment_due_at=assessment_due,
+        ),
+        service=SERVICE,
+        now=now,
+    )
+
+
+async def give_feedback(
+    session: AsyncSession,
+    vault: Vault,
+    referral_id: uuid.UUID,
+    *,
+    message: str,
+    actor: Actor,
+    now: datetime,
+) -> None:
+    """Feedback to the referrer on what is being done; it ends the feedback (and phone) clocks."""
+    referral = await _for_action(session, referral_id)
+    if referral.decision is None:
+        raise Conflict(
+            f"Referral {referral.reference} has no decision yet: feedback tells the referrer "
+            "what action is being taken, so decide first"
+        )
+    on_time = await _settle(session, referral, DeadlineKind.FEEDBACK, now, met=True)
+    await _settle(session, referral, DeadlineKind.PHONE_FOLLOW_UP, now, met=False)
+    row = await _record_action(session, vault, referral, "feedback", actor, now, text=message)
+    await outbox.append(
+        session,
+        plumbing,
+        ReferralFeedbackSent(
             referral_id=referral.id,
             reference=referral.reference,
             referrer_organisation_code=referral.referrer_organisation_code,
-            acknowledgement_due_at=referral.acknowledgement_due_at,
-            detected_at=now,
+            feedback_id=row.id,
+            sent_at=now,
+            within_deadline=on_time,
+        ),
+        service=SERVICE,
+        now=now,
+    )
+
+
+async def complete_assessment(
+    session: AsyncSession, vault: Vault, referral_id: uuid.UUID, *, actor: Actor, now: datetime
+) -> None:
+    referral = await _for_action(session, referral_id)
+    if referral.decision not in {d.value for d in ASSESSMENT_DECISIONS}:
+        raise Conflict(
+            f"Referral {referral.reference} has no section 17 or section 47 decision to assess"
+        )
+    if referral.assessment_completed_at is not None:
+        raise Conflict(f"The assessment of {referral.reference} is already complete")
+    on_time = await _settle(session, referral, DeadlineKind.ASSESSMENT, now, met=True)
+    referral.assessment_completed_at = now
+    referral.status = "assessment_completed"
+    await _record_action(session, vault, referral, "assessment_completed", actor, now)
+    await outbox.append(
+        session,
+        plumbing,
+        ReferralAssessmentCompleted(
+            referral_id=referral.id,
+            reference=referral.reference,
+            completed_at=now,
+            within_deadline=on_time,
+        ),
+        service=SERVICE,
+        now=now,
+    )
+
+
+async def reopen(
+    session: AsyncSession,
+    vault: Vault,
+    referral_id: uuid.UUID,
+    *,
+    reason: str,
+    actor: Actor,
+    now: datetime,
+    policy: DeadlinePolicy,
+    calendar: WorkingDayCalendar,
+) -> None:
+    """Reopen a decided referral: the decision is kept in the history, new clocks start."""
+    referral = await _for_action(session, referral_id)
+    if referral.decision is None:
+        raise Conflict(f"Referral {referral.reference} is still open; nothing to reopen")
+    await _settle(session, referral, DeadlineKind.ASSESSMENT, now, met=False)
+    referral.decision = None
+    referral.decided_at = None
+    referral.decided_by = None
+    referral.assessment_completed_at = None
+    referral.status = "reopened"
+    decision = await start_deadline(
+        session, referral.id, DeadlineKind.DECISION, start=now, policy=policy, calendar=calendar
+    )
+    feedback = await start_deadline(
+        session, referral.id, DeadlineKind.FEEDBACK, start=now, policy=policy, calendar=calendar
+    )
+    await _record_action(session, vault, referral, "reopened", actor, now, text=reason)
+    await outbox.append(
+        session,
+        plumbing,
+        ReferralReopened(
+            referral_id=referral.id,
+            reference=referral.reference,
+            reopened_at=now,
+            reopened_by=actor.name,
+            decision_due_at=decision.due_at,
+            feedback_due_at=feedback.due_at,
         ),
         service=SERVICE,
         now=now,

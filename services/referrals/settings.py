@@ -14,8 +14,8 @@ class ReferralsSettings(ServiceSettings):
     default_port: ClassVar[int] = 8101
     model_config = SettingsConfigDict(env_prefix="THREADLINE_REFERRALS_", extra="ignore")
 
-    # Working Together to Safeguard Children 2023: acknowledge within one working day.
-    acknowledgement_working_days: int = 1
+    # The partnership's deadlines (config/policy/default.toml); built-in defaults when unset.
+    policy_file: str | None = None
     # Master keys that wrap each child's data key: "id:base64,id:base64", current first.
     master_keys: str = DEV_KEYRING
 

@@ -21,7 +21,7 @@ from shared.db import Database
 from tests.services.factories import referral_body
 from tests.support.apps import notifications_settings, referrals_settings, serving
 from tests.support.kafka import eventually
-from tests.support.tokens import MASH, SCHOOL
+from tests.support.tokens import MASH, SCHOOL, bearer
 
 # Monday 9 November 2026, 10:00 GMT: the deadline is the end of Tuesday 10 November.
 MONDAY = datetime(2026, 11, 9, 10, 0, tzinfo=UTC)
@@ -124,7 +124,8 @@ async def test_a_missed_acknowledgement_deadline_escalates_to_the_mash_manager(
     )
     assert "end of Tuesday 10 November 2026" in escalation["body"]
 
-    # Acknowledging late closes both the referral item and the escalation.
+    # Acknowledging late closes both the referral item and the acknowledgement escalation
+    # (the decision, due at the same time, has its own escalation, closed by deciding).
     acked = await referrals_api.post(
         f"/v1/referrals/{referral['id']}/acknowledge",
         json={"acknowledged_by": "Duty manager"},
@@ -132,10 +133,14 @@ async def test_a_missed_acknowledgement_deadline_escalates_to_the_mash_manager(
     )
     assert acked.status_code == 200
 
-    async def all_closed() -> bool:
-        return all(i["status"] == "done" for i in await items())
+    async def acknowledgement_items_closed() -> bool:
+        return all(
+            i["status"] == "done"
+            for i in await items()
+            if i["kind"] in ("new_referral", "acknowledgement_overdue")
+        )
 
-    await eventually(all_closed)
+    await eventually(acknowledgement_items_closed)
 
 
 async def test_an_acknowledgement_in_time_means_no_escalation(
@@ -153,23 +158,80 @@ async def test_an_acknowledgement_in_time_means_no_escalation(
     clock.set(DUE + timedelta(days=7))
     await asyncio.sleep(1.0)  # five scheduler polls with the clock a week past the deadline
 
-    async def timer_settled() -> bool:
-        async with database.transaction() as session:
-            row = (
-                await session.execute(
-                    select(
-                        referrals_plumbing.timers.c.fired_at,
-                        referrals_plumbing.timers.c.cancelled_at,
-                    ).where(referrals_plumbing.timers.c.aggregate_id == referral["id"])
+    async with database.transaction() as session:
+        row = (
+            await session.execute(
+                select(
+                    referrals_plumbing.timers.c.fired_at,
+                    referrals_plumbing.timers.c.cancelled_at,
                 )
-            ).one()
-        return row.cancelled_at is not None and row.fired_at is None
-
-    await eventually(timer_settled)
+                .where(referrals_plumbing.timers.c.payload["referral_id"].astext == referral["id"])
+                .where(referrals_plumbing.timers.c.payload["kind"].astext == "acknowledgement")
+            )
+        ).one()
+    assert row.cancelled_at is not None and row.fired_at is None
 
     async def referral_item_done() -> bool:
-        found = await inbox_for(inbox_api, referral["id"])
+        found = [
+            i for i in await inbox_for(inbox_api, referral["id"]) if i["kind"] == "new_referral"
+        ]
         return bool(found) and all(i["status"] == "done" for i in found)
 
     await eventually(referral_item_done)
-    assert [i["kind"] for i in await inbox_for(inbox_api, referral["id"])] == ["new_referral"]
+    kinds = [i["kind"] for i in await inbox_for(inbox_api, referral["id"])]
+    assert "acknowledgement_overdue" not in kinds and "new_referral" in kinds
+
+
+async def test_missed_feedback_escalates_and_tells_only_that_referrer_they_may_chase(
+    services: tuple[httpx.AsyncClient, httpx.AsyncClient], clock: ManualClock
+) -> None:
+    referrals_api, inbox_api = services
+    referral = (await referrals_api.post("/v1/referrals", json=referral_body())).json()
+    rid = referral["id"]
+    # Decided in time, but nobody told the school: feedback was due by the end of Thursday
+    # 12 November (three working days after Monday 9 November).
+    decided = await referrals_api.post(
+        f"/v1/referrals/{rid}/decision",
+        json={"decision": "early_help", "reason": "Family agree.", "decided_by": "Ali"},
+        headers=MASH,
+    )
+    assert decided.status_code == 200
+    clock.set(datetime(2026, 11, 13, 9, 0, tzinfo=UTC))
+
+    school = bearer(audience=["threadline:referrals", "threadline:notifications"])
+    other_school = bearer(
+        organisation="100002", audience=["threadline:referrals", "threadline:notifications"]
+    )
+
+    async def referrer_items(headers: dict[str, str]) -> list[dict]:
+        response = await inbox_api.get("/v1/inbox", params={"referral_id": rid}, headers=headers)
+        assert response.status_code == 200, response.text
+        return list(response.json()["items"])
+
+    async def chased() -> list[dict]:
+        return [i for i in await referrer_items(school) if i["kind"] == "referrer_may_chase"]
+
+    await eventually(chased)
+    [prompt] = await chased()
+    assert prompt["audience"] == "referrer" and prompt["organisation_code"] == "100001"
+    assert "end of Thursday 12 November 2026" in prompt["body"]
+    assert referral["reference"] in prompt["body"] and "follow this up" in prompt["body"]
+    assert await referrer_items(other_school) == []
+    # The referrer sees only its own items, never the MASH's work queue.
+    assert {i["audience"] for i in await referrer_items(school)} == {"referrer"}
+    manager = [i for i in await inbox_for(inbox_api, rid) if i["kind"] == "feedback_overdue"]
+    assert manager and manager[0]["audience"] == "mash_manager"
+
+    given = await referrals_api.post(
+        f"/v1/referrals/{rid}/feedback",
+        json={"message": "Early help offered; the family agreed.", "given_by": "Ali"},
+        headers=MASH,
+    )
+    assert {d["kind"]: d["status"] for d in given.json()["deadlines"]}["feedback"] == "met_late"
+
+    async def all_closed() -> bool:
+        items = await inbox_for(inbox_api, rid)
+        return all(i["status"] == "done" for i in items if i["kind"] != "new_referral")
+
+    await eventually(all_closed)
+    assert [i["status"] for i in await referrer_items(school)] == ["done"]

@@ -87,9 +87,9 @@ async def test_a_referral_is_stored_announced_and_its_acknowledgement_clock_star
         ).all()
         due = (
             await session.execute(
-                select(plumbing.timers.c.kind, plumbing.timers.c.due_at).where(
-                    plumbing.timers.c.aggregate_id == referral["id"]
-                )
+                select(plumbing.timers.c.payload["kind"].astext, plumbing.timers.c.due_at)
+                .where(plumbing.timers.c.payload["referral_id"].astext == referral["id"])
+                .order_by(plumbing.timers.c.due_at, plumbing.timers.c.payload["kind"].astext)
             )
         ).all()
     assert [event_type for event_type, _ in events] == ["referral.received"]
@@ -98,7 +98,13 @@ async def test_a_referral_is_stored_announced_and_its_acknowledgement_clock_star
     assert data["children"][0]["nhs_number"] == "9434765919"
     assert data["family_members"][0]["relationships"][1]["child_subject_id"] == leo["subject_id"]
     assert WHAT_HAPPENED not in str(data) and OWN_WORDS not in str(data)
-    assert due == [("referral.acknowledgement_due", datetime(2026, 4, 7, 23, 0, tzinfo=UTC))]
+    end_of_tuesday = datetime(2026, 4, 7, 23, 0, tzinfo=UTC)
+    end_of_thursday = datetime(2026, 4, 9, 23, 0, tzinfo=UTC)
+    assert due == [
+        ("acknowledgement", end_of_tuesday),
+        ("decision", end_of_tuesday),
+        ("feedback", end_of_thursday),
+    ]
 
     read = await api.get(f"/v1/referrals/{referral['id']}", headers=SCHOOL)
     assert read.status_code == 200
@@ -355,8 +361,9 @@ async def test_only_the_mash_acknowledges_and_only_once(
     assert await written(database) == before
     async with database.transaction() as session:
         cancelled = await session.scalar(
-            select(plumbing.timers.c.cancelled_at).where(
-                plumbing.timers.c.aggregate_id == referral["id"]
-            )
+            select(plumbing.timers.c.cancelled_at)
+            .where(plumbing.timers.c.payload["referral_id"].astext == referral["id"])
+            .where(plumbing.timers.c.payload["kind"].astext == "acknowledgement")
         )
     assert cancelled is not None
+    assert {d["kind"]: d["status"] for d in first.json()["deadlines"]}["acknowledgement"] == "met"

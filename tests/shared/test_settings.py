@@ -15,9 +15,9 @@ def test_a_service_reads_common_settings_and_its_own_override(
 ) -> None:
     monkeypatch.setenv("THREADLINE_DATABASE_URL", "postgresql+asyncpg://db.example/common")
     monkeypatch.setenv("THREADLINE_REFERRALS_DATABASE_URL", "postgresql+asyncpg://db.example/own")
-    monkeypatch.setenv("THREADLINE_REFERRALS_ACKNOWLEDGEMENT_WORKING_DAYS", "2")
+    monkeypatch.setenv("THREADLINE_REFERRALS_POLICY_FILE", "config/policy/default.toml")
     assert ReferralsSettings().database_url == "postgresql+asyncpg://db.example/own"
-    assert ReferralsSettings().acknowledgement_working_days == 2
+    assert ReferralsSettings().policy_file == "config/policy/default.toml"
     assert NotificationsSettings().database_url == "postgresql+asyncpg://db.example/common"
     assert (ReferralsSettings().port, NotificationsSettings().port) == (8101, 8103)
 
