@@ -1,8 +1,9 @@
 """Kafka clients with Threadline's delivery guarantees set on purpose, never by default.
 
-aiokafka's defaults lose or skip events for this use: the producer defaults to ``acks=1`` without
-idempotence, the consumer to auto-commit, ``auto_offset_reset="latest"`` and
-``read_uncommitted``. Every client in Threadline is made here.
+aiokafka's defaults lose or skip events for this use: the producer waits for the leader alone,
+without idempotence; the consumer commits automatically, starts a new group at the end of the
+topic and reads uncommitted records. Every client in Threadline is made here, with each of those
+set on purpose.
 """
 
 from __future__ import annotations

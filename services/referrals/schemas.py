@@ -166,7 +166,9 @@ class UnbornIn(Strict):
         return self
 
 
-class ChildIn(Strict):
+class SubjectIn(Strict):
+    """A child as an agency describes them, in a referral or a contact."""
+
     given_names: Text200 | None = Field(
         default=None, description="May be absent for an unborn child"
     )
@@ -180,9 +182,6 @@ class ChildIn(Strict):
     upn: UPN | None = None
     address: AddressIn | None = None
     school: SchoolIn | None = None
-    own_words: Verbatim | None = Field(
-        default=None, description="What the child said, verbatim, in the child's own words"
-    )
 
     @model_validator(mode="after")
     def _age_and_name(self) -> Self:
@@ -205,6 +204,12 @@ class ChildIn(Strict):
         if self.unborn is not None and (self.upn is not None or self.school is not None):
             raise ValueError("an unborn child cannot have a UPN or a school")
         return self
+
+
+class ChildIn(SubjectIn):
+    own_words: Verbatim | None = Field(
+        default=None, description="What the child said, verbatim, in the child's own words"
+    )
 
 
 class RelationshipIn(Strict):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import (
@@ -23,20 +23,16 @@ from pydantic import (
     ValidatorFunctionWrapHandler,
     WrapValidator,
     field_validator,
-    model_validator,
 )
 
 from services.referrals.schemas import (
-    AddressIn,
     PastDate,
-    SchoolIn,
     SchoolURN,
     Sex,
     Strict,
+    SubjectIn,
     Text200,
-    UnbornIn,
 )
-from shared.identifiers import UPN, NHSNumber
 
 #: Agency systems' clocks drift: an instant this far ahead of ours is not "in the future".
 CLOCK_SKEW = timedelta(minutes=5)
@@ -137,45 +133,8 @@ class PlacementType(StrEnum):
 # -- the children a contact is about ---------------------------------------------------------
 
 
-class ContactSubjectIn(Strict):
+class ContactSubjectIn(SubjectIn):
     """A child the contact is about, described as in a referral (a contact has no own words)."""
-
-    given_names: Text200 | None = Field(
-        default=None, description="May be absent for an unborn child"
-    )
-    family_name: Text200
-    other_names: list[Text200] = Field(default_factory=list, max_length=10)
-    date_of_birth: PastDate | None = None
-    estimated_age_years: int | None = Field(default=None, ge=0, le=17)
-    unborn: UnbornIn | None = None
-    sex: Sex = Sex.NOT_KNOWN
-    nhs_number: NHSNumber | None = None
-    upn: UPN | None = None
-    address: AddressIn | None = None
-    school: SchoolIn | None = None
-
-    @model_validator(mode="after")
-    def _age_and_name(self) -> Self:
-        # The same rule as a referral's ChildIn, which carries own_words and so cannot be reused.
-        given = [
-            name
-            for name, value in (
-                ("date_of_birth", self.date_of_birth),
-                ("estimated_age_years", self.estimated_age_years),
-                ("unborn", self.unborn),
-            )
-            if value is not None
-        ]
-        if len(given) != 1:
-            raise ValueError(
-                "give exactly one of date_of_birth, estimated_age_years or unborn"
-                + (f" (got {', '.join(given)})" if given else "")
-            )
-        if self.unborn is None and self.given_names is None:
-            raise ValueError("given_names is required for a child who has been born")
-        if self.unborn is not None and (self.upn is not None or self.school is not None):
-            raise ValueError("an unborn child cannot have a UPN or a school")
-        return self
 
 
 class ChildPresentIn(ContactSubjectIn):
