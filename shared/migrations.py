@@ -12,6 +12,7 @@ from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from shared.db import service_metadata
 from shared.plumbing import attach_plumbing
 
 
@@ -68,11 +69,30 @@ def run_env(target_metadata: MetaData) -> None:
     asyncio.run(main())
 
 
+def name_outbox_constraint(connection: Connection, schema: str) -> None:
+    """Give the outbox's unique constraint its conventional name where an early revision left
+    PostgreSQL's default one (``outbox_event_id_key``)."""
+    connection.execute(
+        text(
+            f"""
+            DO $$ BEGIN
+              IF EXISTS (SELECT 1 FROM pg_constraint c JOIN pg_namespace n
+                         ON n.oid = c.connamespace
+                         WHERE n.nspname = '{schema}' AND c.conname = 'outbox_event_id_key') THEN
+                ALTER TABLE "{schema}".outbox
+                  RENAME CONSTRAINT outbox_event_id_key TO uq_outbox_event_id;
+              END IF;
+            END $$;
+            """
+        )
+    )
+
+
 def create_plumbing_tables(connection: Connection, schema: str) -> None:
     """Create outbox, inbox and timers in ``schema`` (used by each service's first revision).
 
     A later change to these tables needs a new revision in every service.
     """
-    metadata = MetaData(schema=schema)
+    metadata = service_metadata(schema)  # the services' naming convention, so names agree
     attach_plumbing(metadata)
     metadata.create_all(connection)

@@ -28,6 +28,7 @@ class InboxItem(Base):
     __tablename__ = "inbox_items"
     __table_args__ = (
         Index("ix_inbox_items_audience_status", "audience", "status", "created_at"),
+        Index("ix_inbox_items_organisation", "organisation_code", "status"),
         # One event may address several audiences (the manager and the referrer), once each.
         UniqueConstraint("source_event_id", "audience"),
     )

@@ -98,14 +98,9 @@ class Referral(Base):
     actions: Mapped[list[ReferralAction]] = relationship(lazy="raise", order_by="ReferralAction.id")
 
 
-class ReferralChild(Base):
-    __tablename__ = "referral_children"
+class SubjectColumns:
+    """A child's identifying details as an agency reported them (see ``SubjectIn.columns``)."""
 
-    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
-    referral_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey(f"{SCHEMA}.referrals.id", ondelete="CASCADE"), index=True
-    )
-    position: Mapped[int]
     given_names: Mapped[str | None] = mapped_column(String(200))
     family_name: Mapped[str] = mapped_column(String(200))
     other_names: Mapped[list[str]] = mapped_column(ARRAY(String(200)))
@@ -120,6 +115,16 @@ class ReferralChild(Base):
     postcode: Mapped[str | None] = mapped_column(String(8))
     school_urn: Mapped[str | None] = mapped_column(String(6))
     school_name: Mapped[str | None] = mapped_column(String(200))
+
+
+class ReferralChild(SubjectColumns, Base):
+    __tablename__ = "referral_children"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    referral_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey(f"{SCHEMA}.referrals.id", ondelete="CASCADE"), index=True
+    )
+    position: Mapped[int]
 
     referral: Mapped[Referral] = relationship(back_populates="children", lazy="raise")
 

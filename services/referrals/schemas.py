@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 from uuid import UUID
 
 from pydantic import (
@@ -204,6 +204,25 @@ class SubjectIn(Strict):
         if self.unborn is not None and (self.upn is not None or self.school is not None):
             raise ValueError("an unborn child cannot have a UPN or a school")
         return self
+
+    def columns(self) -> dict[str, Any]:
+        """The values of ``models.SubjectColumns`` for this child."""
+        return {
+            "given_names": self.given_names,
+            "family_name": self.family_name,
+            "other_names": list(self.other_names),
+            "date_of_birth": self.date_of_birth,
+            "estimated_age_years": self.estimated_age_years,
+            "unborn_expected_date": self.unborn.expected_date if self.unborn else None,
+            "sex": self.sex.value,
+            "nhs_number": self.nhs_number,
+            "upn": self.upn,
+            "address_lines": list(self.address.lines) if self.address else [],
+            "town": self.address.town if self.address else None,
+            "postcode": self.address.postcode if self.address else None,
+            "school_urn": self.school.urn if self.school else None,
+            "school_name": self.school.name if self.school else None,
+        }
 
 
 class ChildIn(SubjectIn):

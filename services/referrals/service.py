@@ -126,20 +126,7 @@ async def receive_referral(
             id=uuid.uuid4(),
             referral_id=referral_id,
             position=position,
-            given_names=child.given_names,
-            family_name=child.family_name,
-            other_names=list(child.other_names),
-            date_of_birth=child.date_of_birth,
-            estimated_age_years=child.estimated_age_years,
-            unborn_expected_date=child.unborn.expected_date if child.unborn else None,
-            sex=child.sex.value,
-            nhs_number=child.nhs_number,
-            upn=child.upn,
-            address_lines=list(child.address.lines) if child.address else [],
-            town=child.address.town if child.address else None,
-            postcode=child.address.postcode if child.address else None,
-            school_urn=child.school.urn if child.school else None,
-            school_name=child.school.name if child.school else None,
+            **child.columns(),
         )
         for position, child in enumerate(request.children)
     ]

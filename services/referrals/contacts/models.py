@@ -19,15 +19,14 @@ from sqlalchemy import (
     ForeignKey,
     Identity,
     Index,
-    Integer,
     LargeBinary,
     String,
     UniqueConstraint,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from services.referrals.models import SCHEMA, Base
+from services.referrals.models import SCHEMA, Base, SubjectColumns
 
 
 class Contact(Base):
@@ -55,7 +54,7 @@ class Contact(Base):
     texts: Mapped[list[ContactText]] = relationship(lazy="raise", order_by="ContactText.id")
 
 
-class ContactSubject(Base):
+class ContactSubject(SubjectColumns, Base):
     """A child the contact is about, with the identifying columns of ``referral_children``."""
 
     __tablename__ = "contact_subjects"
@@ -65,20 +64,6 @@ class ContactSubject(Base):
         ForeignKey(f"{SCHEMA}.contacts.id", ondelete="CASCADE"), index=True
     )
     position: Mapped[int]
-    given_names: Mapped[str | None] = mapped_column(String(200))
-    family_name: Mapped[str] = mapped_column(String(200))
-    other_names: Mapped[list[str]] = mapped_column(ARRAY(String(200)))
-    date_of_birth: Mapped[date | None] = mapped_column(Date)
-    estimated_age_years: Mapped[int | None] = mapped_column(Integer)
-    unborn_expected_date: Mapped[date | None] = mapped_column(Date)
-    sex: Mapped[str] = mapped_column(String(20))
-    nhs_number: Mapped[str | None] = mapped_column(String(10), index=True)
-    upn: Mapped[str | None] = mapped_column(String(13), index=True)
-    address_lines: Mapped[list[str]] = mapped_column(ARRAY(String(200)))
-    town: Mapped[str | None] = mapped_column(String(200))
-    postcode: Mapped[str | None] = mapped_column(String(8))
-    school_urn: Mapped[str | None] = mapped_column(String(6))
-    school_name: Mapped[str | None] = mapped_column(String(200))
     # Only for a child present at a police domestic-abuse incident.
     witnessed: Mapped[bool | None] = mapped_column(Boolean)
     injured: Mapped[bool | None] = mapped_column(Boolean)
