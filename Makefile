@@ -59,6 +59,13 @@ lint: install
 	$(BIN)/mypy shared services deploy
 
 bench: install
+	@# bench/ingest.py drives load with wrk (C, from Debian) and profiles with py-spy (PyPI).
+	@command -v wrk >/dev/null 2>&1 || { \
+	    echo "installing wrk, the HTTP load generator of bench/ingest.py"; \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get install -y -qq wrk || { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wrk; }; }
+	@test -x $(BIN)/py-spy || $(BIN)/pip install --quiet py-spy || \
+	    echo "py-spy did not install: bench/ingest.py will skip its profile"
 	$(BIN)/python -m bench
 
 docs: install

@@ -110,8 +110,7 @@ class OutboxRelay:
             try:
                 await self._relay_while_leading(leader)
             finally:
-                with contextlib.suppress(Exception):
-                    await leader.close()
+                await _close_quickly(leader)
             await asyncio.sleep(0.5)
 
     async def _lead(self) -> asyncpg.Connection | None:
@@ -236,3 +235,12 @@ class OutboxRelay:
                 .where(outbox.c.lease_owner == self.owner)
                 .values(published_at=self.clock.now(), lease_until=None, last_error=None)
             )
+
+
+async def _close_quickly(connection: asyncpg.Connection) -> None:
+    """Close the lock connection, and if that does not finish at once, drop it: a relay that is
+    stopping must not wait on a query it abandoned (PostgreSQL frees the lock either way)."""
+    try:
+        await asyncio.wait_for(connection.close(timeout=2), timeout=3)
+    except (Exception, asyncio.CancelledError):
+        connection.terminate()

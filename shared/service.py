@@ -135,8 +135,10 @@ class ServiceRuntime:
             )
             await self.consumer_runner.run()
         finally:
+            # Leaves the group; done offsets were committed per batch. Bounded: a broker that is
+            # gone must not keep the service from stopping.
             with contextlib.suppress(Exception):
-                await consumer.stop()  # leaves the group; done offsets were committed per batch
+                await asyncio.wait_for(consumer.stop(), timeout=10)
 
     def _supervised(self, name: str, work: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
         async def keep_running() -> None:
@@ -152,15 +154,17 @@ class ServiceRuntime:
 
         return asyncio.create_task(keep_running(), name=name)
 
-    async def stop(self) -> None:
+    async def stop(self, grace_seconds: float = 15.0) -> None:
+        """Stop the workers, then the clients; wait at most ``grace_seconds`` for the workers."""
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=grace_seconds)
+            for task in stuck:
+                log.error("worker.stop_timeout", worker=task.get_name())
         if self.producer is not None:
             with contextlib.suppress(Exception):
-                await self.producer.stop()
+                await asyncio.wait_for(self.producer.stop(), timeout=10)
         await self.database.dispose()
 
     async def readiness(self) -> dict[str, str]:
