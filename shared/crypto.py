@@ -59,6 +59,7 @@ WRAPPED_BYTES = 1 + NONCE_BYTES + KEY_BYTES + TAG_BYTES
 FORMAT_V1 = b"\x01"
 _KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _WRAP_LABEL = b"threadline.data-key.v1"
+_SESSION_KEYS = "threadline.vault.keys"
 
 # For development and tests only: refused in production by ``refuse_dev_keyring_in_production``.
 DEV_KEYRING = (
@@ -323,6 +324,7 @@ class Vault:
         A subject with no key yet gets a destroyed one, so nothing can be sealed for it later.
         """
         self._cache.evict(subject_id)
+        session.info.get(_SESSION_KEYS, {}).pop(subject_id, None)
         table = self.data_keys
         statement = (
             insert(table)
@@ -368,6 +370,18 @@ class Vault:
         cached = self._cache.get(subject_id)
         if cached is not None:
             return cached
+        # Keys this transaction created or read: safe to reuse within it (they commit or roll
+        # back together), and it saves a SELECT per text when a new child's texts are sealed.
+        this_transaction: dict[UUID, AESGCM] = session.info.setdefault(_SESSION_KEYS, {})
+        if subject_id in this_transaction:
+            return this_transaction[subject_id]
+        cipher = await self._fetch_or_create(session, subject_id, create=create)
+        this_transaction[subject_id] = cipher
+        return cipher
+
+    async def _fetch_or_create(
+        self, session: AsyncSession, subject_id: UUID, *, create: bool
+    ) -> AESGCM:
         row = await self._load(session, subject_id)
         if row is None and create:
             data_key = AESGCM.generate_key(bit_length=256)

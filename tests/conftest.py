@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -41,10 +42,10 @@ async def _create_test_schema(url: str) -> None:
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     stack = Stack.isolated("test", base_port=_port("THREADLINE_TEST_PORT_BASE", 54330))
-    # One test session at a time per stack: a second `pytest` waits here rather than wiping the
-    # first one's database and broker from under it.
-    stack.state_dir.parent.mkdir(parents=True, exist_ok=True)
-    lock = (stack.state_dir.parent / "test-stack.lock").open("w")
+    # One test session at a time per set of ports, whichever checkout it runs from: a second
+    # `pytest` waits here rather than taking the first one's database and broker from under it.
+    lock_path = Path(tempfile.gettempdir(), f"threadline-test-stack-{stack.pg_port}.lock")
+    lock = lock_path.open("w")  # held for the whole session, closed below
     fcntl.flock(lock, fcntl.LOCK_EX)
     stack.postgres.wipe()
     stack.kafka.wipe()

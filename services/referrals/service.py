@@ -171,9 +171,8 @@ async def receive_referral(
             raise
         return _replay(existing, request_fingerprint), False
 
-    await repository.add_texts(
-        await _seal_narratives(session, vault, referral_id, request, children, now)
-    )
+    texts = await _seal_narratives(session, vault, referral_id, request, children, now)
+    await repository.add_texts(texts)
     await outbox.append(
         session,
         plumbing,
@@ -417,8 +416,7 @@ async def start_deadline(
         started_at=start,
         due_at=policy.due(kind, start, calendar),
     )
-    session.add(deadline)
-    await session.flush()
+    session.add(deadline)  # flushed with the rest of the unit of work
     await timers.schedule(
         session,
         plumbing,
