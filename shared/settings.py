@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -50,6 +50,7 @@ class ServiceSettings(BaseSettings):
     kafka_bootstrap_servers: str = DEV_KAFKA
     host: str = "127.0.0.1"
     port: int = 0
+    workers: int = Field(default=1, ge=1, le=16, description="HTTP worker processes")
     log_level: str = "INFO"
     log_json: bool = True
 

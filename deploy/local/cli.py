@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from services.catalogue import MIGRATED, SERVICES
 
@@ -141,14 +141,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     module = app_module(args.service)
     app = module.create_app()
     settings = app.state.settings
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "access_log": False,
+        "timeout_graceful_shutdown": 10,
+    }
+    if settings.workers > 1:
+        # Several processes share the port. Each runs the service's workers too, which is safe:
+        # one relay leads per schema, timers are claimed with SKIP LOCKED, and consumers share
+        # their group's partitions.
+        uvicorn.run(
+            f"{module.__name__}:create_app", factory=True, workers=settings.workers, **options
+        )
+    else:
+        uvicorn.run(app, **options)
     return 0
 
 

@@ -30,7 +30,7 @@ ACK_OVERDUE = "acknowledgement_overdue"
 DECISION_OVERDUE = "decision_overdue"
 FEEDBACK_OVERDUE = "feedback_overdue"
 ASSESSMENT_OVERDUE = "assessment_overdue"
-REFERRER_MAY_CHASE = "referrer_may_chase"
+REFERRER_MAY_CHASE = "referrer_may_chase"  # followed by ":<deadline>"
 PHONE_FOLLOW_UP = "phone_follow_up_prompt"
 
 
@@ -87,30 +87,32 @@ async def referral_acknowledged(
     session: AsyncSession, event: ReferralAcknowledged, envelope: Envelope
 ) -> None:
     repository = InboxRepository(session)
-    await repository.resolve(event.referral_id, NEW_REFERRAL, event.acknowledged_at)
-    await repository.resolve(event.referral_id, ACK_OVERDUE, event.acknowledged_at)
+    for kind in (NEW_REFERRAL, ACK_OVERDUE, f"{REFERRER_MAY_CHASE}:acknowledgement"):
+        await repository.resolve(event.referral_id, kind, event.acknowledged_at)
 
 
 async def referral_decided(
     session: AsyncSession, event: ReferralDecided, envelope: Envelope
 ) -> None:
-    await InboxRepository(session).resolve(event.referral_id, DECISION_OVERDUE, event.decided_at)
+    repository = InboxRepository(session)
+    for kind in (DECISION_OVERDUE, f"{REFERRER_MAY_CHASE}:decision"):
+        await repository.resolve(event.referral_id, kind, event.decided_at)
 
 
 async def feedback_sent(
     session: AsyncSession, event: ReferralFeedbackSent, envelope: Envelope
 ) -> None:
     repository = InboxRepository(session)
-    for kind in (FEEDBACK_OVERDUE, REFERRER_MAY_CHASE, PHONE_FOLLOW_UP):
+    for kind in (FEEDBACK_OVERDUE, f"{REFERRER_MAY_CHASE}:feedback", PHONE_FOLLOW_UP):
         await repository.resolve(event.referral_id, kind, event.sent_at)
 
 
 async def assessment_completed(
     session: AsyncSession, event: ReferralAssessmentCompleted, envelope: Envelope
 ) -> None:
-    await InboxRepository(session).resolve(
-        event.referral_id, ASSESSMENT_OVERDUE, event.completed_at
-    )
+    repository = InboxRepository(session)
+    for kind in (ASSESSMENT_OVERDUE, f"{REFERRER_MAY_CHASE}:assessment"):
+        await repository.resolve(event.referral_id, kind, event.completed_at)
 
 
 def _item(
@@ -140,6 +142,42 @@ def _item(
     )
 
 
+# What the referrer is owed when each deadline passes, in their words.
+_OWED = {
+    "acknowledgement": "an acknowledgement that your referral was received",
+    "decision": "to hear what type of response the MASH has decided on",
+    "feedback": "feedback on what action is being taken",
+    "assessment": "to hear that the assessment of the child's needs is complete",
+}
+
+
+def _referrer_may_chase(
+    envelope: Envelope, event: DeadlineMissed | ReferralAckOverdue, deadline: str, due: datetime
+) -> InboxItem:
+    """Tell the referrer, plainly, that they should follow up, and how (Derby: "If you do not
+    receive feedback on a referral in 3 days … make sure you follow this up")."""
+    return InboxItem(
+        id=uuid.uuid4(),
+        source_event_id=envelope.id,
+        kind=f"{REFERRER_MAY_CHASE}:{deadline}",
+        audience="referrer",
+        organisation_code=event.referrer_organisation_code,
+        referral_id=event.referral_id,
+        referral_reference=event.reference,
+        title=f"Referral {event.reference}: you should have heard from the MASH by now",
+        body=(
+            f"You were due {_OWED[deadline]} by {_local(due)}. "
+            "Please follow this up: call the MASH duty line and quote the reference "
+            f"{event.reference}. If you remain worried about the child, escalate using your "
+            "partnership's escalation procedure, and if a child is in immediate danger, call 999."
+        ),
+        due_at=None,
+        status="open",
+        created_at=envelope.time,
+        correlation_id=envelope.correlation_id,
+    )
+
+
 async def decision_overdue(
     session: AsyncSession, event: ReferralDecisionOverdue, envelope: Envelope
 ) -> None:
@@ -156,6 +194,9 @@ async def decision_overdue(
             ),
         )
     )
+    await InboxRepository(session).add(
+        _referrer_may_chase(envelope, event, "decision", event.due_at)
+    )
 
 
 async def assessment_overdue(
@@ -170,6 +211,9 @@ async def assessment_overdue(
             title=f"Escalation: assessment for referral {event.reference} is overdue",
             body=f"The assessment was due to be completed by {_local(event.due_at)}.",
         )
+    )
+    await InboxRepository(session).add(
+        _referrer_may_chase(envelope, event, "assessment", event.due_at)
     )
 
 
@@ -191,23 +235,7 @@ async def feedback_overdue(
             ),
         )
     )
-    await repository.add(
-        _item(
-            envelope,
-            event,
-            kind=REFERRER_MAY_CHASE,
-            audience="referrer",
-            organisation_code=event.referrer_organisation_code,
-            title=f"You have not yet had feedback on referral {event.reference}",
-            body=(
-                f"You should have heard what is happening by {_local(event.due_at)}. "
-                "Please follow this up: call the MASH duty line and quote the reference "
-                f"{event.reference}. If you remain worried about the child, escalate using "
-                "your partnership's escalation procedure, and if a child is in immediate "
-                "danger, call 999."
-            ),
-        )
-    )
+    await repository.add(_referrer_may_chase(envelope, event, "feedback", event.due_at))
 
 
 async def phone_follow_up_due(
@@ -251,4 +279,7 @@ async def acknowledgement_overdue(
             created_at=envelope.time,
             correlation_id=envelope.correlation_id,
         )
+    )
+    await InboxRepository(session).add(
+        _referrer_may_chase(envelope, event, "acknowledgement", event.acknowledgement_due_at)
     )

@@ -28,6 +28,8 @@ def _environment(var: Path) -> dict[str, str]:
         "THREADLINE_PG_PORT": str(BASE),
         "THREADLINE_KAFKA_PORT": str(BASE + 1),
         "THREADLINE_KAFKA_CONTROLLER_PORT": str(BASE + 2),
+        # A deployment with more than one process per service must work as well as one.
+        "THREADLINE_REFERRALS_WORKERS": "2",
     }
     for service, port in PORTS.items():
         env[f"THREADLINE_{service.upper()}_PORT"] = str(port)

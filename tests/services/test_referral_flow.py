@@ -123,6 +123,9 @@ async def test_a_missed_acknowledgement_deadline_escalates_to_the_mash_manager(
         f"Escalation: referral {referral['reference']} not acknowledged in time"
     )
     assert "end of Tuesday 10 November 2026" in escalation["body"]
+    [told] = [i for i in await items() if i["kind"] == "referrer_may_chase:acknowledgement"]
+    assert (told["audience"], told["organisation_code"]) == ("referrer", "100001")
+    assert "an acknowledgement that your referral was received" in told["body"]
 
     # Acknowledging late closes both the referral item and the acknowledgement escalation
     # (the decision, due at the same time, has its own escalation, closed by deciding).
@@ -137,7 +140,8 @@ async def test_a_missed_acknowledgement_deadline_escalates_to_the_mash_manager(
         return all(
             i["status"] == "done"
             for i in await items()
-            if i["kind"] in ("new_referral", "acknowledgement_overdue")
+            if i["kind"]
+            in ("new_referral", "acknowledgement_overdue", "referrer_may_chase:acknowledgement")
         )
 
     await eventually(acknowledgement_items_closed)
@@ -209,11 +213,14 @@ async def test_missed_feedback_escalates_and_tells_only_that_referrer_they_may_c
         return list(response.json()["items"])
 
     async def chased() -> list[dict]:
-        return [i for i in await referrer_items(school) if i["kind"] == "referrer_may_chase"]
+        return [
+            i for i in await referrer_items(school) if i["kind"] == "referrer_may_chase:feedback"
+        ]
 
     await eventually(chased)
     [prompt] = await chased()
     assert prompt["audience"] == "referrer" and prompt["organisation_code"] == "100001"
+    assert "feedback on what action is being taken" in prompt["body"]
     assert "end of Thursday 12 November 2026" in prompt["body"]
     assert referral["reference"] in prompt["body"] and "follow this up" in prompt["body"]
     assert await referrer_items(other_school) == []
