@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
+from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -60,7 +61,8 @@ class IdempotencyMismatch(Conflict):
     title = "Idempotency key reused"
 
 
-def fingerprint(request: ReferralCreate) -> str:
+def fingerprint(request: BaseModel) -> str:
+    """What makes two requests "the same body" for an idempotent retry."""
     canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 

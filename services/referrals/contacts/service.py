@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import uuid
 from datetime import date, datetime
 
@@ -35,11 +33,12 @@ from services.referrals.contacts.schemas import (
 )
 from services.referrals.events import ReportedChild
 from services.referrals.models import plumbing
+from services.referrals.service import IdempotencyMismatch, fingerprint
 from shared import outbox
 from shared.auth import Principal
 from shared.calendar import local_date
 from shared.crypto import KeyDestroyed, Vault
-from shared.errors import Conflict, NotFound
+from shared.errors import NotFound
 
 SERVICE = "referrals"
 MASH_SCOPE = "mash:triage"
@@ -51,15 +50,6 @@ SEALED: dict[ContactType, tuple[str, ...]] = {
     ContactType.CHILD_PROTECTION_PLAN: (),
     ContactType.LOOKED_AFTER_STATUS: (),
 }
-
-
-class IdempotencyMismatch(Conflict):
-    title = "Idempotency key reused"
-
-
-def fingerprint(request: ContactIn) -> str:
-    canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def text_context(contact_id: uuid.UUID, kind: str) -> str:
