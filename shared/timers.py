@@ -67,6 +67,39 @@ async def schedule(
     return timer_id
 
 
+@dataclass(frozen=True)
+class TimerRequest:
+    kind: str
+    aggregate_id: str
+    due_at: datetime
+    payload: dict[str, Any]
+
+
+async def schedule_many(
+    session: AsyncSession, plumbing: Plumbing, requests: list[TimerRequest]
+) -> list[uuid.UUID]:
+    """Schedule several timers in one statement, in the caller's transaction."""
+    if any(request.due_at.tzinfo is None for request in requests):
+        raise ValueError("timer due_at must be timezone-aware")
+    if not requests:
+        return []
+    correlation_id = context.current().correlation_id
+    ids = [uuid.uuid4() for _ in requests]
+    rows: list[dict[str, object]] = [
+        {
+            "id": timer_id,
+            "kind": request.kind,
+            "aggregate_id": request.aggregate_id,
+            "due_at": request.due_at,
+            "payload": request.payload,
+            "correlation_id": correlation_id,
+        }
+        for timer_id, request in zip(ids, requests, strict=True)
+    ]
+    await session.execute(insert(plumbing.timers).values(rows))
+    return ids
+
+
 async def cancel(
     session: AsyncSession, plumbing: Plumbing, *, kind: str, aggregate_id: str, now: datetime
 ) -> int:

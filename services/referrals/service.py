@@ -11,6 +11,7 @@ from datetime import datetime
 from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from services.referrals.events import (
     DeadlineMissed,
@@ -185,13 +186,20 @@ async def receive_referral(
     clocks = [DeadlineKind.ACKNOWLEDGEMENT, DeadlineKind.DECISION, DeadlineKind.FEEDBACK]
     if referral.raised_via == "phone":
         clocks.append(DeadlineKind.PHONE_FOLLOW_UP)
-    for kind in clocks:
-        await start_deadline(
-            session, referral_id, kind, start=now, policy=policy, calendar=calendar
+    deadlines = await start_deadlines(
+        session, referral_id, clocks, start=now, policy=policy, calendar=calendar
+    )
+    # The referral as written, without reading it back: its collections are the rows in hand.
+    set_committed_value(referral, "children", children)
+    set_committed_value(referral, "family_members", members)
+    for written in members:
+        set_committed_value(
+            written, "relationships", [r for r in relations if r.family_member_id == written.id]
         )
-    loaded = await repository.get(referral_id)
-    assert loaded is not None
-    return loaded, True
+    set_committed_value(referral, "texts", texts)
+    set_committed_value(referral, "deadlines", deadlines)
+    set_committed_value(referral, "actions", [])
+    return referral, True
 
 
 async def _seal_narratives(
@@ -411,23 +419,48 @@ async def start_deadline(
     policy: DeadlinePolicy,
     calendar: WorkingDayCalendar,
 ) -> ReferralDeadline:
-    deadline = ReferralDeadline(
-        id=uuid.uuid4(),
-        referral_id=referral_id,
-        kind=kind.value,
-        started_at=start,
-        due_at=policy.due(kind, start, calendar),
-    )
-    session.add(deadline)  # flushed with the rest of the unit of work
-    await timers.schedule(
-        session,
-        plumbing,
-        kind=DEADLINE_TIMER,
-        aggregate_id=str(deadline.id),
-        due_at=deadline.due_at,
-        payload={"referral_id": str(referral_id), "kind": kind.value},
+    [deadline] = await start_deadlines(
+        session, referral_id, [kind], start=start, policy=policy, calendar=calendar
     )
     return deadline
+
+
+async def start_deadlines(
+    session: AsyncSession,
+    referral_id: uuid.UUID,
+    kinds: list[DeadlineKind],
+    *,
+    start: datetime,
+    policy: DeadlinePolicy,
+    calendar: WorkingDayCalendar,
+) -> list[ReferralDeadline]:
+    """Start clocks: one row each (shown on the referral) and a durable timer each."""
+    deadlines = [
+        ReferralDeadline(
+            id=uuid.uuid4(),
+            referral_id=referral_id,
+            kind=kind.value,
+            started_at=start,
+            due_at=policy.due(kind, start, calendar),
+        )
+        for kind in kinds
+    ]
+    session.add_all(deadlines)
+    await session.flush()
+    await timers.schedule_many(
+        session,
+        plumbing,
+        [
+            timers.TimerRequest(
+                kind=DEADLINE_TIMER,
+                aggregate_id=str(deadline.id),
+                due_at=deadline.due_at,
+                payload={"referral_id": str(referral_id), "kind": deadline.kind},
+            )
+            for deadline in deadlines
+        ],
+    )
+    return deadlines
 
 
 def _open_deadlines(referral: Referral, kind: DeadlineKind) -> list[ReferralDeadline]:
