@@ -126,11 +126,15 @@ class ConsumerRunner:
         self.applied = 0
         self.duplicates = 0
         self.dead_lettered = 0
+        self.stopping = False
+
+    def stop(self) -> None:
+        self.stopping = True
 
     async def run(self) -> None:
         """Consume until cancelled. The caller starts and stops the Kafka clients."""
         self.consumer.subscribe(self.topics, listener=_CommitOnRevoke(self))
-        while True:
+        while not self.stopping:
             batches = await self.consumer.getmany(timeout_ms=500, max_records=100)
             for partition, records in batches.items():
                 for record in records:

@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import ProducerClosed
 from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -93,6 +94,16 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self.published_total = 0
         self.leading = False
+        self.stopping = False
+
+    def stop(self) -> None:
+        """Ask the relay to finish: it leaves its loop and gives up leadership.
+
+        Not only cancellation: a cancel that a client library swallows must not leave a relay
+        looping on a closed producer while it holds the schema's leader lock.
+        """
+        self.stopping = True
+        self._wake.set()
 
     async def run(self) -> None:
         """Relay until cancelled.
@@ -102,7 +113,7 @@ class OutboxRelay:
         wait as standbys. The lock lives on the LISTEN connection: if the leader dies, PostgreSQL
         drops its session and the lock with it, and a standby takes over.
         """
-        while True:
+        while not self.stopping:
             leader = await self._lead()
             if leader is None:
                 await asyncio.sleep(self.poll_interval)
@@ -139,11 +150,13 @@ class OutboxRelay:
 
     async def _relay_while_leading(self, leader: asyncpg.Connection) -> None:
         try:
-            while not leader.is_closed():
+            while not leader.is_closed() and not self.stopping:
                 try:
                     published = await self.relay_once()
                 except asyncio.CancelledError:
                     raise
+                except ProducerClosed:
+                    return  # the service is stopping: nothing can be published any more
                 except Exception as error:  # keep relaying: Kafka or the DB may come back
                     log.warning(
                         "outbox.relay_failed", error=repr(error), schema=self.plumbing.schema

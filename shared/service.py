@@ -64,6 +64,7 @@ class ServiceRuntime:
         self.scheduler: TimerScheduler | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.kafka_ready = asyncio.Event()
+        self.stopping = False
 
     @property
     def plumbing(self) -> Plumbing:
@@ -85,7 +86,7 @@ class ServiceRuntime:
     async def _kafka_side(self) -> None:
         """Start the producer when Kafka is reachable, then the relay and the consumers."""
         client = f"threadline-{self.definition.name}"
-        while self.producer is None:
+        while self.producer is None and not self.stopping:
             producer = make_producer(self.settings.kafka_bootstrap_servers, client_id=client)
             try:
                 await producer.start()
@@ -95,6 +96,8 @@ class ServiceRuntime:
                 with contextlib.suppress(Exception):
                     await producer.stop()
                 await asyncio.sleep(2.0)
+        if self.stopping or self.producer is None:
+            return  # stopped before Kafka answered: start nothing that would outlive stop()
         self.kafka_ready.set()
         if self.settings.relay_enabled:
             self.relay = OutboxRelay(
@@ -133,6 +136,8 @@ class ServiceRuntime:
                 backoff=self.settings.consumer_backoff_seconds,
                 backoff_max=self.settings.consumer_backoff_max_seconds,
             )
+            if self.stopping:
+                return
             await self.consumer_runner.run()
         finally:
             # Leaves the group; done offsets were committed per batch. Bounded: a broker that is
@@ -142,7 +147,7 @@ class ServiceRuntime:
 
     def _supervised(self, name: str, work: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
         async def keep_running() -> None:
-            while True:
+            while not self.stopping:
                 try:
                     await work()
                     return
@@ -156,6 +161,10 @@ class ServiceRuntime:
 
     async def stop(self, grace_seconds: float = 15.0) -> None:
         """Stop the workers, then the clients; wait at most ``grace_seconds`` for the workers."""
+        self.stopping = True
+        for worker in (self.relay, self.scheduler, self.consumer_runner):
+            if worker is not None:
+                worker.stop()
         for task in self._tasks:
             task.cancel()
         if self._tasks:

@@ -151,9 +151,13 @@ class TimerScheduler:
         self.poll_interval = poll_interval
         self.batch_size = batch_size
         self.fired_total = 0
+        self.stopping = False
+
+    def stop(self) -> None:
+        self.stopping = True
 
     async def run(self) -> None:
-        while True:
+        while not self.stopping:
             try:
                 fired = await self.fire_due()
             except asyncio.CancelledError:
