@@ -122,7 +122,8 @@ class OutboxRelay:
                 await self._relay_while_leading(leader)
             finally:
                 await _close_quickly(leader)
-            await asyncio.sleep(0.5)
+            if not self.stopping:
+                await asyncio.sleep(0.5)  # lost the lock: let a standby take it first
 
     async def _lead(self) -> asyncpg.Connection | None:
         """A connection that holds the relay lock and listens for NOTIFY, or None."""
@@ -156,7 +157,10 @@ class OutboxRelay:
                 except asyncio.CancelledError:
                     raise
                 except ProducerClosed:
-                    return  # the service is stopping: nothing can be published any more
+                    # This producer can never publish again (the service is stopping): stop for
+                    # good, so that the leader lock goes to a relay that can.
+                    self.stopping = True
+                    return
                 except Exception as error:  # keep relaying: Kafka or the DB may come back
                     log.warning(
                         "outbox.relay_failed", error=repr(error), schema=self.plumbing.schema
@@ -255,5 +259,8 @@ async def _close_quickly(connection: asyncpg.Connection) -> None:
     stopping must not wait on a query it abandoned (PostgreSQL frees the lock either way)."""
     try:
         await asyncio.wait_for(connection.close(timeout=2), timeout=3)
-    except (Exception, asyncio.CancelledError):
+    except asyncio.CancelledError:
+        connection.terminate()
+        raise  # the relay is being cancelled: let that finish it
+    except Exception:
         connection.terminate()

@@ -199,3 +199,43 @@ async def test_one_relay_leads_so_an_aggregates_events_stay_in_order_and_a_stand
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await producer.stop()
+
+
+async def test_a_stopped_relay_or_one_whose_producer_closed_gives_up_leadership(
+    database: Database, bootstrap: str
+) -> None:
+    """Regression: a relay whose cancellation was swallowed kept the leader lock and looped on a
+    closed producer, so no other relay could publish. Neither path relies on cancellation here."""
+    producer = make_producer(bootstrap, client_id="test-relay-stop")
+    await producer.start()
+    first = OutboxRelay(database, plumbing, producer, poll_interval=0.2)
+    task = asyncio.create_task(first.run())
+    await eventually(lambda: first.leading, timeout=10)
+    first.stop()  # no task.cancel()
+    await asyncio.wait_for(task, timeout=10)
+    assert not first.leading
+
+    second = OutboxRelay(database, plumbing, producer, poll_interval=0.2)
+    task = asyncio.create_task(second.run())
+    await eventually(lambda: second.leading, timeout=10)
+    published = await append_probes(database, new_run_id(), 1)  # it has been publishing…
+
+    async def relayed() -> bool:
+        return await unpublished(database, published) == 0
+
+    await eventually(relayed, timeout=10)
+    await producer.stop()  # …when the service shuts down under it
+    await append_probes(database, new_run_id(), 1)  # work that cannot be published any more
+    await eventually(lambda: not second.leading, timeout=10)
+
+    spare = make_producer(bootstrap, client_id="test-relay-next")
+    await spare.start()
+    third = OutboxRelay(database, plumbing, spare, poll_interval=0.2)
+    third_task = asyncio.create_task(third.run())
+    try:
+        await eventually(lambda: third.leading, timeout=10)
+    finally:
+        second.stop()
+        third.stop()
+        await asyncio.gather(task, third_task, return_exceptions=True)
+        await spare.stop()
