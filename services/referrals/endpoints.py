@@ -38,7 +38,7 @@ from services.referrals.schemas import (
 from shared.auth import Principal, require_scope
 from shared.calendar import WorkingDayCalendar
 from shared.crypto import Vault
-from shared.errors import DomainError, NotFound
+from shared.errors import DomainError
 from shared.service import ClockDep, RuntimeDep, SessionDep
 
 router = APIRouter(prefix="/v1", tags=["referrals"])
@@ -322,12 +322,8 @@ async def read_referral(
     vault: VaultDep,
     runtime: RuntimeDep,
 ) -> ReferralOut:
-    try:
+    async with service.refusals_recorded(runtime.database, reader, "referral", str(referral_id)):
         referral = await service.read_referral(session, referral_id, reader)
-    except NotFound:
-        async with runtime.database.transaction() as audit:
-            await service.record_access(audit, reader, "read", str(referral_id), "refused")
-        raise
     return await referral_out(session, vault, referral, reader)
 
 

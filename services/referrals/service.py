@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -49,6 +51,7 @@ from shared import outbox, timers
 from shared.auth import Principal
 from shared.calendar import WorkingDayCalendar
 from shared.crypto import KeyDestroyed, Vault
+from shared.db import Database
 from shared.errors import Conflict, NotFound
 from shared.timers import DueTimer
 
@@ -339,6 +342,22 @@ async def record_access(
         )
     )
     await session.flush()
+
+
+@asynccontextmanager
+async def refusals_recorded(
+    database: Database, principal: Principal, object_type: str, object_id: str
+) -> AsyncIterator[None]:
+    """Record a refused read (a 404 from the block) in a transaction of its own, because the
+    request's transaction rolls back with the 404."""
+    try:
+        yield
+    except NotFound:
+        async with database.transaction() as audit:
+            await record_access(
+                audit, principal, "read", object_id, "refused", object_type=object_type
+            )
+        raise
 
 
 async def read_referral(

@@ -14,9 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.referrals.contacts import service
 from services.referrals.contacts.models import Contact
 from services.referrals.contacts.schemas import ContactCreate, ContactOut, ContactType
+from services.referrals.service import refusals_recorded
 from shared.auth import Principal, require_scope
 from shared.crypto import Vault
-from shared.errors import NotFound
 from shared.service import ClockDep, RuntimeDep, SessionDep
 
 router = APIRouter(prefix="/v1", tags=["contacts"])
@@ -126,10 +126,6 @@ async def read_contact(
     vault: VaultDep,
     runtime: RuntimeDep,
 ) -> ContactOut:
-    try:
+    async with refusals_recorded(runtime.database, reader, "contact", str(contact_id)):
         contact = await service.read_contact(session, contact_id, reader)
-    except NotFound:
-        async with runtime.database.transaction() as audit:
-            await service.record_access(audit, reader, "read", str(contact_id), "refused")
-        raise
     return await contact_out(session, vault, contact)
