@@ -34,6 +34,19 @@ LOG4J2 = """<?xml version="1.0" encoding="UTF-8"?>
 """
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id that the storage tool's argument parser accepts.
+
+    One in 64 URL-safe base64 UUIDs begins with "-", which ``kafka-storage format -t`` reads
+    as an option (CI failed on exactly that). Kafka's own ``Uuid.randomUuid`` draws again in
+    that case, and so do we.
+    """
+    while True:
+        candidate = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not candidate.startswith("-"):
+            return candidate
+
+
 class LocalKafka:
     def __init__(
         self,
@@ -124,8 +137,8 @@ class LocalKafka:
         self._write_config()
         if self.formatted:
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        subprocess.run(
+        cluster_id = new_cluster_id()
+        formatted = subprocess.run(
             self._java(
                 "kafka.tools.StorageTool",
                 "format",
@@ -135,11 +148,16 @@ class LocalKafka:
                 "-c",
                 str(self.config_file),
             ),
-            check=True,
+            check=False,
             capture_output=True,
             text=True,
             timeout=120,
         )
+        if formatted.returncode != 0:
+            raise RuntimeError(
+                f"kafka-storage format failed (exit {formatted.returncode}): "
+                f"{(formatted.stderr or formatted.stdout).strip()}"
+            )
 
     def pid(self) -> int | None:
         try:
