@@ -70,7 +70,12 @@ class ReferralReceived(
     concern_categories: list[str]
     immediate_risk: bool = False
     consent_parents: str = "not_asked"
+    consent_parents_why_not_asked: str | None = None
     consent_child: str | None = None
+    consent_child_competent: bool | None = None
+    consent_child_why_not_asked: str | None = None
+    referrer_name: str | None = None
+    referrer_role: str | None = None
     children: list[ReportedChild]
     family_members: list[ReportedFamilyMember] = []
     acknowledgement_due_at: datetime

@@ -253,7 +253,12 @@ def _received_event(
         concern_categories=referral.concern_categories,
         immediate_risk=referral.immediate_risk,
         consent_parents=referral.consent_parents,
+        consent_parents_why_not_asked=referral.consent_parents_why_not_asked,
         consent_child=referral.consent_child,
+        consent_child_competent=referral.consent_child_competent,
+        consent_child_why_not_asked=referral.consent_child_why_not_asked,
+        referrer_name=referral.referrer_name,
+        referrer_role=referral.referrer_role,
         children=[
             ReportedChild(
                 subject_id=child.id,
