@@ -27,8 +27,10 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from typing import Any
 from uuid import UUID
 
+import asyncpg
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import (
@@ -301,6 +303,34 @@ class Vault:
         cipher = await self._data_key(session, subject_id, create=True)
         nonce = os.urandom(NONCE_BYTES)
         return FORMAT_V1 + nonce + cipher.encrypt(nonce, plaintext.encode(), aad)
+
+    def new_subject_key(self, subject_id: UUID) -> tuple[list[Any], AESGCM]:
+        """A data key for a subject that has none yet (one just created, with a fresh id).
+
+        Returns the ``data_keys`` row values (subject_id, master_key_id, wrapped_key) for the
+        caller to insert in the transaction that writes the subject, and the cipher to seal with.
+        Nothing is cached: the transaction may still roll back, and the key with it.
+        """
+        data_key = AESGCM.generate_key(bit_length=256)
+        key_id, wrapped = self.keyring.wrap(data_key, wrapping_aad(subject_id))
+        return [subject_id, key_id, wrapped], AESGCM(data_key)
+
+    @staticmethod
+    def seal_with(cipher: AESGCM, subject_id: UUID, plaintext: str, *, context: str) -> bytes:
+        """What ``seal`` writes, with a cipher in hand (from :meth:`new_subject_key`)."""
+        nonce = os.urandom(NONCE_BYTES)
+        aad = sealing_aad(context, subject_id)
+        return FORMAT_V1 + nonce + cipher.encrypt(nonce, plaintext.encode(), aad)
+
+    async def insert_keys(self, connection: asyncpg.Connection, rows: list[list[Any]]) -> None:
+        """Insert rows from :meth:`new_subject_key` on a raw connection, in its transaction."""
+        if rows:
+            table = self.data_keys
+            await connection.executemany(
+                f'INSERT INTO "{table.schema}"."{table.name}" '
+                "(subject_id, master_key_id, wrapped_key, created_at) VALUES ($1, $2, $3, now())",
+                rows,
+            )
 
     async def open(
         self, session: AsyncSession, subject_id: UUID, sealed: bytes, *, context: str

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -58,6 +59,40 @@ async def append(
         text("SELECT pg_notify(:channel, '')"), {"channel": plumbing.notify_channel}
     )
     return envelope
+
+
+def outbox_row(event: Event, *, service: str, now: datetime) -> list[Any]:
+    """``event`` as the values of one outbox row, for :func:`insert_rows` (a group commit).
+
+    Call it in the task of the request the event belongs to: it takes that request's trace.
+    ``data`` stays a dict until :func:`insert_rows`, so a batch writer may still fill in a value
+    it assigns (a reference number) before the row is written.
+    """
+    envelope = envelope_for(event, service=service, trace=context.current(), now=now)
+    return [
+        envelope.id,
+        str(spec_for(event).topic),
+        envelope.subject,
+        envelope.type,
+        json.dumps(envelope.attributes()),
+        envelope.data,
+    ]
+
+
+async def insert_rows(
+    connection: asyncpg.Connection, plumbing: Plumbing, rows: list[list[Any]]
+) -> None:
+    """Write outbox rows built by :func:`outbox_row` on a raw connection, in its transaction,
+    and wake the relay when that transaction commits."""
+    if not rows:
+        return
+    await connection.executemany(
+        f'INSERT INTO "{plumbing.schema}".outbox '
+        "(event_id, topic, partition_key, event_type, attributes, data) "
+        "VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb)",
+        [[*row[:5], json.dumps(row[5])] for row in rows],
+    )
+    await connection.execute("SELECT pg_notify($1, '')", plumbing.notify_channel)
 
 
 async def backlog(session: AsyncSession, plumbing: Plumbing) -> int:

@@ -22,8 +22,9 @@ from shared import outbox, timers
 from shared.auth import TokenValidator, install_auth
 from shared.clock import Clock, SystemClock
 from shared.consumer import ConsumerRunner, HandlerRegistry
-from shared.db import Database
+from shared.db import Database, asyncpg_dsn
 from shared.errors import install_error_handlers
+from shared.groupcommit import BatchWriter, GroupCommit, Item, Result
 from shared.http import CorrelationMiddleware
 from shared.kafka import make_consumer, make_producer
 from shared.logging import configure_logging, get_logger
@@ -63,12 +64,29 @@ class ServiceRuntime:
         self.consumer_runner: ConsumerRunner | None = None
         self.scheduler: TimerScheduler | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._group_commits: dict[str, GroupCommit[Any, Any]] = {}
         self.kafka_ready = asyncio.Event()
         self.stopping = False
 
     @property
     def plumbing(self) -> Plumbing:
         return self.definition.plumbing
+
+    def group_commit(
+        self, name: str, write_batch: BatchWriter[Item, Result], *, max_batch: int = 256
+    ) -> GroupCommit[Item, Result]:
+        """The process's group commit called ``name`` (created on first use, stopped by stop())."""
+        existing = self._group_commits.get(name)
+        if existing is None:
+            existing = GroupCommit(
+                asyncpg_dsn(self.settings.database_url),
+                write_batch,
+                name=name,
+                application_name=f"threadline-{self.definition.name}",
+                max_batch=max_batch,
+            )
+            self._group_commits[name] = existing
+        return existing
 
     async def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._kafka_side(), name="kafka-side"))
@@ -171,6 +189,8 @@ class ServiceRuntime:
             _, stuck = await asyncio.wait(self._tasks, timeout=grace_seconds)
             for task in stuck:
                 log.error("worker.stop_timeout", worker=task.get_name())
+        for group_commit in self._group_commits.values():
+            await group_commit.stop()
         if self.producer is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.producer.stop(), timeout=10)

@@ -9,12 +9,14 @@ never fires again). A cancelled timer is never claimed.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -98,6 +100,37 @@ async def schedule_many(
     ]
     await session.execute(insert(plumbing.timers).values(rows))
     return ids
+
+
+def timer_rows(requests: list[TimerRequest]) -> list[list[Any]]:
+    """Timers as row values for :func:`insert_rows`; call it in the requesting task (its trace)."""
+    if any(request.due_at.tzinfo is None for request in requests):
+        raise ValueError("timer due_at must be timezone-aware")
+    correlation_id = context.current().correlation_id
+    return [
+        [
+            uuid.uuid4(),
+            request.kind,
+            request.aggregate_id,
+            request.due_at,
+            json.dumps(request.payload),
+            correlation_id,
+        ]
+        for request in requests
+    ]
+
+
+async def insert_rows(
+    connection: asyncpg.Connection, plumbing: Plumbing, rows: list[list[Any]]
+) -> None:
+    """Schedule timers built by :func:`timer_rows` on a raw connection, in its transaction."""
+    if rows:
+        await connection.executemany(
+            f'INSERT INTO "{plumbing.schema}".timers '
+            "(id, kind, aggregate_id, due_at, payload, correlation_id) "
+            "VALUES ($1, $2, $3, $4, $5::jsonb, $6)",
+            rows,
+        )
 
 
 async def cancel(

@@ -6,14 +6,16 @@ The scope dependency comes before the session, so a refused request never opens 
 from __future__ import annotations
 
 import base64
+import functools
 import uuid
 from datetime import datetime
 from typing import Annotated
 
+import asyncpg
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.referrals import service
+from services.referrals import intake, service
 from services.referrals.models import Referral
 from services.referrals.policy import DeadlinePolicy
 from services.referrals.repository import ReferralRepository
@@ -42,6 +44,7 @@ from shared.errors import DomainError
 from shared.service import ClockDep, RuntimeDep, SessionDep
 
 router = APIRouter(prefix="/v1", tags=["referrals"])
+INTAKE = "referral-intake"
 
 
 def _calendar(request: Request) -> WorkingDayCalendar:
@@ -228,16 +231,16 @@ async def referral_out(
 async def create_referral(
     referrer: Submitter,
     body: ReferralCreate,
-    session: SessionDep,
     clock: ClockDep,
     calendar: CalendarDep,
     policy: PolicyDep,
     vault: VaultDep,
-    response: Response,
+    runtime: RuntimeDep,
     idempotency_key: IdempotencyKey = None,
-) -> ReferralOut:
-    referral, created = await service.receive_referral(
-        session,
+) -> Response:
+    """Written by the referral intake's group commit (see services/referrals/intake.py)."""
+    request_fingerprint = service.fingerprint(body)
+    plan = intake.plan_referral(
         body,
         referrer=referrer,
         now=clock.now(),
@@ -245,11 +248,39 @@ async def create_referral(
         vault=vault,
         policy=policy,
         idempotency_key=idempotency_key,
+        request_fingerprint=request_fingerprint,
     )
-    response.headers["Location"] = f"/v1/referrals/{referral.id}"
-    if not created:
-        response.status_code = status.HTTP_200_OK
-    return await referral_out(session, vault, referral, referrer)
+    writer = runtime.group_commit(INTAKE, functools.partial(intake.write_batch, vault=vault))
+    try:
+        result = await writer.submit(plan)
+    except asyncpg.UniqueViolationError as error:
+        # Another worker committed the same Idempotency-Key between our check and our insert.
+        if error.constraint_name != intake.IDEMPOTENCY_CONSTRAINT:
+            raise
+        result = intake.IntakeResult(created=False)
+    if result.created:
+        return Response(
+            plan.response.model_dump_json(),
+            status_code=status.HTTP_201_CREATED,
+            media_type="application/json",
+            headers={"Location": f"/v1/referrals/{plan.referral_id}"},
+        )
+    if idempotency_key is None:
+        raise RuntimeError("only a request with an Idempotency-Key can be a replay")
+    async with runtime.database.transaction() as session:
+        referral = await service.replayed_referral(
+            session,
+            organisation_code=referrer.organisation_code,
+            idempotency_key=idempotency_key,
+            request_fingerprint=request_fingerprint,
+        )
+        out = await referral_out(session, vault, referral, referrer)
+    return Response(
+        out.model_dump_json(),
+        status_code=status.HTTP_200_OK,
+        media_type="application/json",
+        headers={"Location": f"/v1/referrals/{referral.id}"},
+    )
 
 
 def _encode_cursor(referral: Referral) -> str:

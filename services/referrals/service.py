@@ -11,9 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from pydantic import BaseModel
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.attributes import set_committed_value
 
 from services.referrals.events import (
     DeadlineMissed,
@@ -27,26 +25,19 @@ from services.referrals.events import (
     ReferralFeedbackSent,
     ReferralPhoneFollowUpDue,
     ReferralRated,
-    ReferralReceived,
     ReferralReopened,
-    ReportedChild,
-    ReportedFamilyMember,
-    ReportedRelationship,
 )
 from services.referrals.models import (
     AccessRecord,
-    FamilyMember,
-    FamilyRelationship,
     Referral,
     ReferralAction,
-    ReferralChild,
     ReferralDeadline,
     ReferralText,
     plumbing,
 )
 from services.referrals.policy import DeadlineKind, DeadlinePolicy
 from services.referrals.repository import ReferralRepository
-from services.referrals.schemas import Decision, ReferralCreate
+from services.referrals.schemas import Decision
 from shared import outbox, timers
 from shared.auth import Principal
 from shared.calendar import WorkingDayCalendar
@@ -76,233 +67,15 @@ def text_context(referral_id: uuid.UUID, kind: str) -> str:
     return f"referrals.referral_texts:{referral_id}:{kind}"
 
 
-async def receive_referral(
-    session: AsyncSession,
-    request: ReferralCreate,
-    *,
-    referrer: Principal,
-    now: datetime,
-    calendar: WorkingDayCalendar,
-    vault: Vault,
-    policy: DeadlinePolicy,
-    idempotency_key: str | None,
-) -> tuple[Referral, bool]:
-    """Store a referral, seal its narratives, announce it and start its clocks.
-
-    Returns the referral and whether it was created now (False: an idempotent replay).
-    """
-    repository = ReferralRepository(session)
-    request_fingerprint = fingerprint(request)
-    if idempotency_key is not None:
-        existing = await repository.by_idempotency_key(referrer.organisation_code, idempotency_key)
-        if existing is not None:
-            return _replay(existing, request_fingerprint), False
-
-    referral_id = uuid.uuid4()
-    number = await repository.next_number()
-    due_at = policy.due(DeadlineKind.ACKNOWLEDGEMENT, now, calendar)
-    consent = request.consent
-    referral = Referral(
-        id=referral_id,
-        reference=f"TL-{now.year}-{number:06d}",
-        status="received",
-        received_at=now,
-        referrer_agency=referrer.agency,
-        referrer_organisation_code=referrer.organisation_code,
-        referrer_organisation_name=request.referrer.organisation_name,
-        referrer_client=referrer.subject,
-        referrer_name=request.referrer.name,
-        referrer_role=request.referrer.role,
-        referrer_email=request.referrer.email,
-        referrer_phone=request.referrer.phone,
-        raised_via=request.referrer.raised_via.value,
-        concern_categories=[category.value for category in request.concern.categories],
-        immediate_risk=request.concern.immediate_risk,
-        consent_parents=consent.parents.status.value,
-        consent_parents_why_not_asked=consent.parents.why_not_asked,
-        consent_child=consent.child.status.value if consent.child else None,
-        consent_child_competent=consent.child.competent if consent.child else None,
-        consent_child_why_not_asked=consent.child.why_not_asked if consent.child else None,
-        acknowledgement_due_at=due_at,
-        idempotency_key=idempotency_key,
-        request_fingerprint=request_fingerprint,
+async def replayed_referral(
+    session: AsyncSession, *, organisation_code: str, idempotency_key: str, request_fingerprint: str
+) -> Referral:
+    """The referral an earlier request with this Idempotency-Key made (409 if its body differed)."""
+    existing = await ReferralRepository(session).by_idempotency_key(
+        organisation_code, idempotency_key
     )
-    children = [
-        ReferralChild(
-            id=uuid.uuid4(),
-            referral_id=referral_id,
-            position=position,
-            **child.columns(),
-        )
-        for position, child in enumerate(request.children)
-    ]
-    members: list[FamilyMember] = []
-    relations: list[FamilyRelationship] = []
-    for position, member in enumerate(request.family_members):
-        member_row = FamilyMember(
-            id=uuid.uuid4(),
-            referral_id=referral_id,
-            position=position,
-            given_names=member.given_names,
-            family_name=member.family_name,
-            other_names=list(member.other_names),
-            date_of_birth=member.date_of_birth,
-            sex=member.sex.value,
-            address_lines=list(member.address.lines) if member.address else [],
-            town=member.address.town if member.address else None,
-            postcode=member.address.postcode if member.address else None,
-            phone=member.phone,
-        )
-        members.append(member_row)
-        relations += [
-            FamilyRelationship(
-                family_member_id=member_row.id,
-                child_id=children[relation.child].id,
-                child_position=relation.child,
-                relationship=relation.relationship.value,
-                parental_responsibility=relation.parental_responsibility,
-                lives_with_child=relation.lives_with_child,
-            )
-            for relation in member.relationships
-        ]
-    try:
-        async with session.begin_nested():
-            await repository.add(referral, children, members, relations)
-    except IntegrityError:
-        # A concurrent request with the same idempotency key won the race.
-        if idempotency_key is None:
-            raise
-        existing = await repository.by_idempotency_key(referrer.organisation_code, idempotency_key)
-        if existing is None:
-            raise
-        return _replay(existing, request_fingerprint), False
-
-    texts = await _seal_narratives(session, vault, referral_id, request, children, now)
-    await repository.add_texts(texts)
-    await outbox.append(
-        session,
-        plumbing,
-        _received_event(referral, children, members, relations),
-        service=SERVICE,
-        now=now,
-    )
-    clocks = [DeadlineKind.ACKNOWLEDGEMENT, DeadlineKind.DECISION, DeadlineKind.FEEDBACK]
-    if referral.raised_via == "phone":
-        clocks.append(DeadlineKind.PHONE_FOLLOW_UP)
-    deadlines = await start_deadlines(
-        session, referral_id, clocks, start=now, policy=policy, calendar=calendar
-    )
-    # The referral as written, without reading it back: its collections are the rows in hand.
-    set_committed_value(referral, "children", children)
-    set_committed_value(referral, "family_members", members)
-    for written in members:
-        set_committed_value(
-            written, "relationships", [r for r in relations if r.family_member_id == written.id]
-        )
-    set_committed_value(referral, "texts", texts)
-    set_committed_value(referral, "deadlines", deadlines)
-    set_committed_value(referral, "actions", [])
-    return referral, True
-
-
-async def _seal_narratives(
-    session: AsyncSession,
-    vault: Vault,
-    referral_id: uuid.UUID,
-    request: ReferralCreate,
-    children: list[ReferralChild],
-    now: datetime,
-) -> list[ReferralText]:
-    """One sealed copy of each narrative per child it concerns, under that child's key."""
-    shared_texts = {"what_happened": request.concern.what_happened}
-    if request.concern.actions_taken:
-        shared_texts["actions_taken"] = request.concern.actions_taken
-    sealed: list[ReferralText] = []
-    for child_row, child in zip(children, request.children, strict=True):
-        texts = dict(shared_texts)
-        if child.own_words:
-            texts["own_words"] = child.own_words
-        for kind, plaintext in texts.items():
-            sealed.append(
-                ReferralText(
-                    referral_id=referral_id,
-                    subject_id=child_row.id,
-                    kind=kind,
-                    sealed=await vault.seal(
-                        session, child_row.id, plaintext, context=text_context(referral_id, kind)
-                    ),
-                    written_at=now,
-                )
-            )
-    return sealed
-
-
-def _received_event(
-    referral: Referral,
-    children: list[ReferralChild],
-    members: list[FamilyMember],
-    relations: list[FamilyRelationship],
-) -> ReferralReceived:
-    return ReferralReceived(
-        referral_id=referral.id,
-        reference=referral.reference,
-        received_at=referral.received_at,
-        referrer_agency=referral.referrer_agency,
-        referrer_organisation_code=referral.referrer_organisation_code,
-        raised_via=referral.raised_via,
-        concern_categories=referral.concern_categories,
-        immediate_risk=referral.immediate_risk,
-        consent_parents=referral.consent_parents,
-        consent_parents_why_not_asked=referral.consent_parents_why_not_asked,
-        consent_child=referral.consent_child,
-        consent_child_competent=referral.consent_child_competent,
-        consent_child_why_not_asked=referral.consent_child_why_not_asked,
-        referrer_name=referral.referrer_name,
-        referrer_role=referral.referrer_role,
-        children=[
-            ReportedChild(
-                subject_id=child.id,
-                given_names=child.given_names,
-                family_name=child.family_name,
-                other_names=child.other_names,
-                date_of_birth=child.date_of_birth,
-                estimated_age_years=child.estimated_age_years,
-                unborn_expected_date=child.unborn_expected_date,
-                sex=child.sex,
-                nhs_number=child.nhs_number,
-                upn=child.upn,
-                postcode=child.postcode,
-                school_urn=child.school_urn,
-            )
-            for child in children
-        ],
-        family_members=[
-            ReportedFamilyMember(
-                subject_id=member.id,
-                given_names=member.given_names,
-                family_name=member.family_name,
-                other_names=member.other_names,
-                date_of_birth=member.date_of_birth,
-                sex=member.sex,
-                postcode=member.postcode,
-                relationships=[
-                    ReportedRelationship(
-                        child_subject_id=relation.child_id,
-                        relationship=relation.relationship,
-                        parental_responsibility=relation.parental_responsibility,
-                        lives_with_child=relation.lives_with_child,
-                    )
-                    for relation in relations
-                    if relation.family_member_id == member.id
-                ],
-            )
-            for member in members
-        ],
-        acknowledgement_due_at=referral.acknowledgement_due_at,
-    )
-
-
-def _replay(existing: Referral, request_fingerprint: str) -> Referral:
+    if existing is None:  # the intake batch found the key, and referrals are never deleted
+        raise RuntimeError("an idempotent replay found no referral for its key")
     if existing.request_fingerprint != request_fingerprint:
         raise IdempotencyMismatch(
             "This Idempotency-Key was already used for a different referral; "

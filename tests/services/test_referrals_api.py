@@ -3,6 +3,7 @@ why, who may read what, and that a refusal writes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
@@ -265,6 +266,58 @@ async def test_a_retry_with_the_same_idempotency_key_creates_nothing_new(
         "/v1/referrals", json=referral_body(), headers={**OTHER_SCHOOL, "Idempotency-Key": key}
     )
     assert theirs.status_code == 201
+
+
+async def test_concurrent_retries_with_one_key_make_one_referral(
+    api: httpx.AsyncClient, database: Database
+) -> None:
+    """Retries racing each other land in the same group commit, or in consecutive ones."""
+    key = f"oakfield-{uuid.uuid4()}"
+    before = await written(database)
+    responses = await asyncio.gather(
+        *(post(api, referral_body(), **{"Idempotency-Key": key}) for _ in range(12))
+    )
+    assert sorted(response.status_code for response in responses) == [200] * 11 + [201]
+    assert len({response.json()["id"] for response in responses}) == 1
+    assert len({response.json()["reference"] for response in responses}) == 1
+    assert (await written(database))[0] == before[0] + 1
+
+
+async def test_two_workers_racing_with_one_key_make_one_referral(
+    api: httpx.AsyncClient, database_url: str, bootstrap: str, database: Database
+) -> None:
+    """Two processes' group commits both miss the key, then meet at the unique constraint."""
+    other_worker = create_app(
+        referrals_settings(database_url, bootstrap, relay_enabled=False, timers_enabled=False),
+        clock=ManualClock(MAUNDY_THURSDAY),
+        configure_logs=False,
+    )
+    before = await written(database)
+    async with serving(other_worker) as other:
+        for _ in range(3):
+            key = f"oakfield-{uuid.uuid4()}"
+            responses = await asyncio.gather(
+                *(post(client, referral_body(), **{"Idempotency-Key": key}) for client in
+                  (api, other, api, other, api, other))
+            )  # fmt: skip
+            assert sorted(r.status_code for r in responses) == [200] * 5 + [201]
+            assert len({r.json()["id"] for r in responses}) == 1
+    assert (await written(database))[0] == before[0] + 3
+
+
+async def test_concurrent_referrals_each_get_their_own_rows_and_reference(
+    api: httpx.AsyncClient, database: Database
+) -> None:
+    before = await written(database)
+    responses = await asyncio.gather(*(post(api, referral_body()) for _ in range(25)))
+    assert {response.status_code for response in responses} == {201}
+    bodies = [response.json() for response in responses]
+    assert len({body["id"] for body in bodies}) == len({body["reference"] for body in bodies}) == 25
+    for body in bodies:  # each reads back as it was answered (texts sealed under its own keys)
+        read = await api.get(f"/v1/referrals/{body['id']}", headers=SCHOOL)
+        assert read.json() == body
+    after = await written(database)
+    assert after[0] == before[0] + 25
 
 
 async def test_no_token_a_bad_token_or_a_missing_scope_is_refused_before_anything_is_written(
