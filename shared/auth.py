@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal, get_args
@@ -176,6 +177,10 @@ class _IssuerKeys:
         log.info("auth.jwks_fetched", issuer=self.config.issuer, kids=_kids(keys))
 
 
+VERIFIED_CACHE_SIZE: Final = 10_000
+VERIFIED_TTL: Final = 60.0  # seconds a verified signature is trusted without checking again
+
+
 class TokenValidator:
     """Checks a bearer token and returns who it names, or raises ``AuthError``."""
 
@@ -222,8 +227,20 @@ class TokenValidator:
             )
             for config in issuers
         }
+        # Tokens whose signature verified lately: an agency's client sends the same token with
+        # every request until it expires, and verifying it again each time is most of the cost
+        # of authentication. Claims (exp, nbf, aud …) are still checked on every request; a hit
+        # is trusted for at most VERIFIED_TTL seconds, so a key withdrawn from the issuer's set
+        # stops being honoured as quickly as the key set itself is refreshed.
+        self._verified: OrderedDict[str, tuple[str, dict[str, Any], float]] = OrderedDict()
 
     async def validate(self, token: str) -> Principal:
+        cached = self._verified.get(token)
+        if cached is not None:
+            issuer, claims, verified_at = cached
+            if self._clock() - verified_at < VERIFIED_TTL:
+                return self._principal(issuer, claims)
+            del self._verified[token]
         header, unverified = _read_unverified(token)
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self.algorithms:
@@ -247,7 +264,11 @@ class TokenValidator:
             verified = jwt.decode(token, key_set, registry=self._signatures)
         except (JoseError, ValueError, TypeError, RecursionError) as error:
             raise AuthError("the signature does not verify with the issuer's key") from error
-        return self._principal(keys.config.issuer, verified.claims)
+        principal = self._principal(keys.config.issuer, verified.claims)
+        self._verified[token] = (keys.config.issuer, verified.claims, self._clock())
+        if len(self._verified) > VERIFIED_CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return principal
 
     def _principal(self, issuer: str, claims: dict[str, Any]) -> Principal:
         try:

@@ -11,6 +11,7 @@ from shared import context
 from shared.context import TraceContext
 
 CORRELATION_HEADER = "x-correlation-id"
+_CORRELATION = CORRELATION_HEADER.encode()
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 _TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 
@@ -25,13 +26,13 @@ class CorrelationMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {
-            name.decode("latin-1").lower(): value.decode("latin-1")
-            for name, value in scope["headers"]
-        }
-        offered = headers.get(CORRELATION_HEADER, "")
+        offered = traceparent = ""
+        for name, value in scope["headers"]:  # ASGI servers give header names in lower case
+            if name == _CORRELATION:
+                offered = value.decode("latin-1")
+            elif name == b"traceparent":
+                traceparent = value.decode("latin-1")
         correlation_id = offered if _SAFE_ID.match(offered) else str(uuid.uuid4())
-        traceparent = headers.get("traceparent", "")
         if not _TRACEPARENT.match(traceparent):
             traceparent = context.new_traceparent()
         trace = TraceContext(correlation_id=correlation_id, traceparent=traceparent)
@@ -41,7 +42,7 @@ class CorrelationMiddleware:
                 message.setdefault("headers", [])
                 message["headers"] = [
                     *message["headers"],
-                    (b"x-correlation-id", correlation_id.encode()),
+                    (_CORRELATION, correlation_id.encode()),
                 ]
             await send(message)
 

@@ -260,13 +260,19 @@ async def session_scope(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def clock_of(request: Request) -> Clock:
+# Dependencies are coroutines: FastAPI runs a plain ``def`` dependency in a worker thread, and
+# the hop to the thread pool and back cost more than everything else these do put together.
+async def _runtime_dependency(request: Request) -> ServiceRuntime:
+    return runtime_of(request)
+
+
+async def _clock_dependency(request: Request) -> Clock:
     return runtime_of(request).clock
 
 
-RuntimeDep = Annotated[ServiceRuntime, Depends(runtime_of)]
+RuntimeDep = Annotated[ServiceRuntime, Depends(_runtime_dependency)]
 SessionDep = Annotated[AsyncSession, Depends(session_scope, scope="function")]
-ClockDep = Annotated[Clock, Depends(clock_of)]
+ClockDep = Annotated[Clock, Depends(_clock_dependency)]
 
 
 def _operations_router() -> APIRouter:

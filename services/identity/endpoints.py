@@ -24,12 +24,12 @@ FORM = "application/x-www-form-urlencoded"
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
-def _issuer(request: Request) -> TokenIssuer:
+async def _issuer(request: Request) -> TokenIssuer:
     issuer: TokenIssuer = request.app.state.token_issuer
     return issuer
 
 
-def _clients(request: Request) -> ClientRegistry:
+async def _clients(request: Request) -> ClientRegistry:
     clients: ClientRegistry = request.app.state.clients
     return clients
 

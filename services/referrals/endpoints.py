@@ -47,17 +47,17 @@ router = APIRouter(prefix="/v1", tags=["referrals"])
 INTAKE = "referral-intake"
 
 
-def _calendar(request: Request) -> WorkingDayCalendar:
+async def _calendar(request: Request) -> WorkingDayCalendar:
     calendar: WorkingDayCalendar = request.app.state.working_days
     return calendar
 
 
-def _policy(request: Request) -> DeadlinePolicy:
+async def _policy(request: Request) -> DeadlinePolicy:
     policy: DeadlinePolicy = request.app.state.policy
     return policy
 
 
-def _vault(request: Request) -> Vault:
+async def _vault(request: Request) -> Vault:
     vault: Vault = request.app.state.vault
     return vault
 

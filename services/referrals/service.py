@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -58,8 +57,9 @@ class IdempotencyMismatch(Conflict):
 
 def fingerprint(request: BaseModel) -> str:
     """What makes two requests "the same body" for an idempotent retry."""
-    canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    # The validated model in its own field order: whitespace, key order and spellings the model
+    # normalises away (e.g. a postcode's case) do not make a retry "a different body".
+    return hashlib.sha256(request.model_dump_json().encode()).hexdigest()
 
 
 def text_context(referral_id: uuid.UUID, kind: str) -> str:

@@ -311,6 +311,41 @@ async def test_a_rotated_key_is_accepted_after_one_refetch_and_refetches_are_thr
     assert len(server.requests) == 3
 
 
+async def test_a_token_verified_once_is_not_verified_again_but_its_claims_always_are() -> None:
+    key = new_key()
+    server, clock = KeyServer(key), Clock()
+    validator = TokenValidator(
+        [IssuerConfig(issuer=ISSUER, jwks_uri=JWKS_URI)],
+        AUDIENCE,
+        http=server.client(),
+        clock=clock,
+    )
+    token = sign(key, claims(exp=int(NOW) + 3600))
+    await validator.validate(token)
+    server.keys = [new_key()]  # the issuer withdraws the key …
+    clock.now += 30
+    assert (await validator.validate(token)).subject == "oakfield-primary"  # … the cache holds,
+    clock.now += 31  # verified again after 60 s, but the key set is itself cached for 10 min:
+    assert (await validator.validate(token)).subject == "oakfield-primary"
+    clock.now += 540  # the key set is refetched, the key is gone, and so is the token's
+    with pytest.raises(AuthError):
+        await validator.validate(token)
+    assert len(server.requests) == 2
+
+    server.keys = [key]
+    validator = TokenValidator(
+        [IssuerConfig(issuer=ISSUER, jwks_uri=JWKS_URI)],
+        AUDIENCE,
+        http=server.client(),
+        clock=clock,
+    )
+    token = sign(key, claims(iat=int(clock.now), nbf=int(clock.now), exp=int(clock.now) + 40))
+    await validator.validate(token)
+    clock.now += 40 + 31  # expired (beyond the leeway) while still in the cache
+    with pytest.raises(AuthError, match="expired"):
+        await validator.validate(token)
+
+
 async def test_keys_are_refetched_after_ten_minutes() -> None:
     key = new_key()
     server, clock = KeyServer(key), Clock()

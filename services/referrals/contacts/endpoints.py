@@ -22,7 +22,7 @@ from shared.service import ClockDep, RuntimeDep, SessionDep
 router = APIRouter(prefix="/v1", tags=["contacts"])
 
 
-def _vault(request: Request) -> Vault:
+async def _vault(request: Request) -> Vault:
     vault: Vault = request.app.state.vault
     return vault
 
