@@ -237,9 +237,9 @@ class TokenValidator:
     async def validate(self, token: str) -> Principal:
         cached = self._verified.get(token)
         if cached is not None:
-            issuer, claims, verified_at = cached
+            verified_by, claims, verified_at = cached
             if self._clock() - verified_at < VERIFIED_TTL:
-                return self._principal(issuer, claims)
+                return self._principal(verified_by, claims)
             del self._verified[token]
         header, unverified = _read_unverified(token)
         alg = header.get("alg")

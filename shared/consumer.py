@@ -4,6 +4,12 @@ For each record: decode the CloudEvent; in one database transaction, insert its 
 (a redelivered id is a no-op) and apply the handler's effect; commit; only then commit the Kafka
 offset. A handler that keeps failing is retried with backoff, then the record goes to
 ``<topic>.dlq`` with the error, the inbox remembers it as dead-lettered, and the consumer moves on.
+
+Under load the records a fetch returns for one partition are applied together: one transaction,
+one inbox statement for all of them, the handlers in offset order, one commit. If anything in
+that transaction fails, it rolls back whole and the records are applied again one at a time
+(with the retries and the dead-letter queue above), so a bad record never takes good ones with
+it and the order of a partition's records is kept either way.
 """
 
 from __future__ import annotations
@@ -95,6 +101,13 @@ class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
         return None
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    record: ConsumerRecord[bytes, bytes]
+    envelope: Envelope
+    handler: Handler
+
+
 class ConsumerRunner:
     """Runs one consumer group for one service."""
 
@@ -111,6 +124,7 @@ class ConsumerRunner:
         max_attempts: int = 5,
         backoff: float = 0.2,
         backoff_max: float = 5.0,
+        max_batch: int = 100,
     ) -> None:
         self.name = name
         self.database = database
@@ -122,6 +136,7 @@ class ConsumerRunner:
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.backoff_max = backoff_max
+        self.max_batch = max_batch
         self._done: dict[TopicPartition, int] = {}
         self.applied = 0
         self.duplicates = 0
@@ -135,11 +150,10 @@ class ConsumerRunner:
         """Consume until cancelled. The caller starts and stops the Kafka clients."""
         self.consumer.subscribe(self.topics, listener=_CommitOnRevoke(self))
         while not self.stopping:
-            batches = await self.consumer.getmany(timeout_ms=500, max_records=100)
+            batches = await self.consumer.getmany(timeout_ms=500, max_records=self.max_batch)
             for partition, records in batches.items():
-                for record in records:
-                    await self.process(record)
-                    self._done[partition] = record.offset + 1
+                await self.process_many(records)
+                self._done[partition] = records[-1].offset + 1
             if batches:
                 await self.commit_done()
 
@@ -167,6 +181,59 @@ class ConsumerRunner:
         for partition in offsets:
             if only is not None:
                 self._done.pop(partition, None)
+
+    async def process_many(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        """Apply one partition's fetched records in order, in one transaction when they can be."""
+        if len(records) == 1:
+            await self.process(records[0])
+            return
+        prepared: list[_Prepared] = []
+        for record in records:
+            try:
+                envelope = from_kafka(record.key, record.value, record.headers)
+            except EnvelopeError as error:
+                await self._dead_letter(record, None, f"EnvelopeError: {error}")
+                continue  # no effect, so applying it out of turn changes nothing
+            handler = self.registry.handlers.get(envelope.type)
+            if handler is None:
+                continue  # another service's event on a shared topic
+            prepared.append(_Prepared(record, envelope, handler))
+        if not prepared:
+            return
+        try:
+            applied, duplicates = await self._apply_batch(prepared)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.info(
+                "consumer.batch_fallback", consumer=self.name, size=len(prepared), error=repr(error)
+            )
+            for item in prepared:
+                await self.process(item.record)
+            return
+        self.applied += applied
+        self.duplicates += duplicates
+
+    async def _apply_batch(self, prepared: list[_Prepared]) -> tuple[int, int]:
+        payloads = [self._payload(item.envelope) for item in prepared]
+        applied = duplicates = 0
+        async with self.database.transaction() as session:
+            first_time = await self._remember_many(session, prepared)
+            for item, payload in zip(prepared, payloads, strict=True):
+                if item.envelope.id not in first_time:
+                    log.info(
+                        "consumer.duplicate",
+                        event_id=str(item.envelope.id),
+                        type=item.envelope.type,
+                    )
+                    duplicates += 1
+                    continue
+                first_time.discard(item.envelope.id)  # the same event twice in one fetch
+                with context.bound(item.envelope.trace()):
+                    await item.handler(session, payload, item.envelope)
+                applied += 1
+        fault_point("consumer.after_db_commit")
+        return applied, duplicates
 
     async def process(self, record: ConsumerRecord[bytes, bytes]) -> None:
         """Apply one record exactly once in effect; never raises for a bad record."""
@@ -227,13 +294,7 @@ class ConsumerRunner:
     async def _apply(
         self, record: ConsumerRecord[bytes, bytes], envelope: Envelope, handler: Handler
     ) -> bool:
-        spec = spec_for_type(envelope.type)
-        payload: Any = envelope.data
-        if spec is not None:
-            try:
-                payload = spec.schema.model_validate(envelope.data)
-            except ValueError as error:
-                raise PermanentError(f"event data fails {spec.type} schema: {error}") from error
+        payload = self._payload(envelope)
         with context.bound(envelope.trace()):
             async with self.database.transaction() as session:
                 first_time = await self._remember(session, record, envelope, "applied", None)
@@ -244,6 +305,41 @@ class ConsumerRunner:
             fault_point("consumer.after_db_commit")
             log.debug("consumer.applied", event_id=str(envelope.id), type=envelope.type)
         return True
+
+    @staticmethod
+    def _payload(envelope: Envelope) -> Any:
+        spec = spec_for_type(envelope.type)
+        if spec is None:
+            return envelope.data
+        try:
+            return spec.schema.model_validate(envelope.data)
+        except ValueError as error:
+            raise PermanentError(f"event data fails {spec.type} schema: {error}") from error
+
+    async def _remember_many(self, session: AsyncSession, prepared: list[_Prepared]) -> set[Any]:
+        """Record every event in the inbox in one statement; returns the ids not seen before."""
+        inbox = self.plumbing.inbox
+        result = await session.execute(
+            pg_insert(inbox)
+            .values(
+                [
+                    {
+                        "consumer": self.name,
+                        "event_id": item.envelope.id,
+                        "event_type": item.envelope.type,
+                        "topic": item.record.topic,
+                        "partition": item.record.partition,
+                        "kafka_offset": item.record.offset,
+                        "outcome": "applied",
+                        "error": None,
+                    }
+                    for item in prepared
+                ]
+            )
+            .on_conflict_do_nothing(index_elements=[inbox.c.consumer, inbox.c.event_id])
+            .returning(inbox.c.event_id)
+        )
+        return set(result.scalars())
 
     async def _remember(
         self,

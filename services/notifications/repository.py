@@ -16,8 +16,9 @@ class InboxRepository:
         self.session = session
 
     async def add(self, item: InboxItem) -> None:
+        # Flushed with the rest of the transaction (the items of a batch of events in one INSERT);
+        # autoflush writes it first if a later statement of the transaction reads inbox items.
         self.session.add(item)
-        await self.session.flush()
 
     async def resolve(self, referral_id: uuid.UUID, kind: str, now: datetime) -> int:
         result = await self.session.execute(
