@@ -51,7 +51,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import service_metadata
+from shared.db import bulk_insert, bulk_insert_sql, service_metadata
 from shared.errors import DomainError
 
 KEY_BYTES = 32
@@ -293,6 +293,9 @@ class Vault:
     ) -> None:
         self.keyring = keyring
         self.data_keys = data_keys
+        self._insert_keys = bulk_insert_sql(
+            data_keys, ("subject_id", "master_key_id", "wrapped_key")
+        )  # created_at defaults to now(), the transaction's start, as _load expects
         self._cache = _KeyCache(cache_size, cache_ttl, monotonic)
 
     async def seal(
@@ -324,13 +327,7 @@ class Vault:
 
     async def insert_keys(self, connection: asyncpg.Connection, rows: list[list[Any]]) -> None:
         """Insert rows from :meth:`new_subject_key` on a raw connection, in its transaction."""
-        if rows:
-            table = self.data_keys
-            await connection.executemany(
-                f'INSERT INTO "{table.schema}"."{table.name}" '
-                "(subject_id, master_key_id, wrapped_key, created_at) VALUES ($1, $2, $3, now())",
-                rows,
-            )
+        await bulk_insert(connection, self._insert_keys, rows)
 
     async def open(
         self, session: AsyncSession, subject_id: UUID, sealed: bytes, *, context: str

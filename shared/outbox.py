@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import context
 from shared.clock import Clock, SystemClock
-from shared.db import Database, asyncpg_dsn
+from shared.db import Database, asyncpg_dsn, bulk_insert, bulk_insert_sql
 from shared.events.envelope import Envelope, envelope_for, envelope_from_attributes, to_kafka
 from shared.events.registry import Event, spec_for
 from shared.faults import fault_point
@@ -32,6 +32,7 @@ from shared.logging import get_logger
 from shared.plumbing import Plumbing
 
 log = get_logger(__name__)
+OUTBOX_COLUMNS = ("event_id", "topic", "partition_key", "event_type", "attributes", "data")
 
 
 async def append(
@@ -86,10 +87,9 @@ async def insert_rows(
     and wake the relay when that transaction commits."""
     if not rows:
         return
-    await connection.executemany(
-        f'INSERT INTO "{plumbing.schema}".outbox '
-        "(event_id, topic, partition_key, event_type, attributes, data) "
-        "VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb)",
+    await bulk_insert(
+        connection,
+        bulk_insert_sql(plumbing.outbox, OUTBOX_COLUMNS),
         [[*row[:5], json.dumps(row[5])] for row in rows],
     )
     await connection.execute("SELECT pg_notify($1, '')", plumbing.notify_channel)

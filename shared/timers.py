@@ -23,12 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared import context
 from shared.clock import Clock, SystemClock
 from shared.context import TraceContext
-from shared.db import Database
+from shared.db import Database, bulk_insert, bulk_insert_sql
 from shared.faults import fault_point
 from shared.logging import get_logger
 from shared.plumbing import Plumbing
 
 log = get_logger(__name__)
+TIMER_COLUMNS = ("id", "kind", "aggregate_id", "due_at", "payload", "correlation_id")
 
 
 @dataclass(frozen=True)
@@ -124,13 +125,7 @@ async def insert_rows(
     connection: asyncpg.Connection, plumbing: Plumbing, rows: list[list[Any]]
 ) -> None:
     """Schedule timers built by :func:`timer_rows` on a raw connection, in its transaction."""
-    if rows:
-        await connection.executemany(
-            f'INSERT INTO "{plumbing.schema}".timers '
-            "(id, kind, aggregate_id, due_at, payload, correlation_id) "
-            "VALUES ($1, $2, $3, $4, $5::jsonb, $6)",
-            rows,
-        )
+    await bulk_insert(connection, bulk_insert_sql(plumbing.timers, TIMER_COLUMNS), rows)
 
 
 async def cancel(

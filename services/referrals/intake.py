@@ -51,6 +51,7 @@ from shared import outbox, timers
 from shared.auth import Principal
 from shared.calendar import WorkingDayCalendar
 from shared.crypto import Vault
+from shared.db import bulk_insert, bulk_insert_sql
 
 IDEMPOTENCY_CONSTRAINT = "uq_referrals_referrer_organisation_code_idempotency_key"
 
@@ -136,9 +137,10 @@ def _insert(table: Table, columns: Sequence[str]) -> str:
 INSERT_REFERRAL = _insert(Referral.__table__, REFERRAL_COLUMNS)  # type: ignore[arg-type]
 INSERT_CHILD = _insert(ReferralChild.__table__, CHILD_COLUMNS)  # type: ignore[arg-type]
 INSERT_MEMBER = _insert(FamilyMember.__table__, MEMBER_COLUMNS)  # type: ignore[arg-type]
-INSERT_RELATION = _insert(FamilyRelationship.__table__, RELATION_COLUMNS)  # type: ignore[arg-type]
-INSERT_TEXT = _insert(ReferralText.__table__, TEXT_COLUMNS)  # type: ignore[arg-type]
-INSERT_DEADLINE = _insert(ReferralDeadline.__table__, DEADLINE_COLUMNS)  # type: ignore[arg-type]
+# Tables without array columns take a whole batch in one statement (unnest).
+INSERT_RELATIONS = bulk_insert_sql(FamilyRelationship.__table__, RELATION_COLUMNS)  # type: ignore[arg-type]
+INSERT_TEXTS = bulk_insert_sql(ReferralText.__table__, TEXT_COLUMNS)  # type: ignore[arg-type]
+INSERT_DEADLINES = bulk_insert_sql(ReferralDeadline.__table__, DEADLINE_COLUMNS)  # type: ignore[arg-type]
 EXISTING_KEYS = (
     'SELECT referrer_organisation_code, idempotency_key FROM "referrals"."referrals" '
     "WHERE (referrer_organisation_code, idempotency_key) IN "
@@ -440,16 +442,18 @@ async def write_batch(
         plan.referral_id: plan.assign_reference(row[0])
         for plan, row in zip(fresh, numbers, strict=True)
     }
+    # Tables with array columns (names, address lines, categories): one execution per row.
     await connection.executemany(INSERT_REFERRAL, [plan.referral for plan in fresh])
+    await connection.executemany(INSERT_CHILD, [row for plan in fresh for row in plan.children])
+    members = [row for plan in fresh for row in plan.members]
+    if members:
+        await connection.executemany(INSERT_MEMBER, members)
     for statement, rows in (
-        (INSERT_CHILD, [row for plan in fresh for row in plan.children]),
-        (INSERT_MEMBER, [row for plan in fresh for row in plan.members]),
-        (INSERT_RELATION, [row for plan in fresh for row in plan.relations]),
-        (INSERT_TEXT, [row for plan in fresh for row in plan.texts]),
-        (INSERT_DEADLINE, [row for plan in fresh for row in plan.deadlines]),
+        (INSERT_RELATIONS, [row for plan in fresh for row in plan.relations]),
+        (INSERT_TEXTS, [row for plan in fresh for row in plan.texts]),
+        (INSERT_DEADLINES, [row for plan in fresh for row in plan.deadlines]),
     ):
-        if rows:
-            await connection.executemany(statement, rows)
+        await bulk_insert(connection, statement, rows)
     await vault.insert_keys(connection, [row for plan in fresh for row in plan.keys])
     await timers.insert_rows(connection, plumbing, [row for plan in fresh for row in plan.timers])
     await outbox.insert_rows(connection, plumbing, [plan.event for plan in fresh])
