@@ -1639,6 +1639,7 @@ async def measure_load(
     write_wrk_script(script, bodies, headers, f"{label}-{int(time.time())}")
     db = await _connect(stack)
     before = await counts(db)
+    batching_before = await group_commit_stats(url)
     started_at = datetime.now(UTC)
     process = await start_wrk(wrk, script, url, connections, seconds)
     cpu = CpuSampler(stack, extra={"wrk (load generator)": process.pid})
@@ -1685,6 +1686,7 @@ async def measure_load(
             cpu.add(f"py-spy (profiling {service})", spies[service][0].pid)
     report = await finish_wrk(process, work_dir / f"wrk-{label}.txt")
     ended_at = datetime.now(UTC)
+    batching_after = await group_commit_stats(url)
     cpu.sample()
     stop.set()
     for task in tasks:
@@ -1728,6 +1730,7 @@ async def measure_load(
         "service_rows_per_referral": rows_written,
         "cpu": cpu.report(),
         "series": series,
+        "group_commit": _batching(batching_before, batching_after),
     }
     if prober is not None:
         result["probe"] = prober.report()
@@ -1740,6 +1743,33 @@ async def measure_load(
             "log": {k: v["log"] for k, v in spy_output.items()},
         }
     return result
+
+
+async def group_commit_stats(url: str) -> dict[str, float]:
+    """The referral intake writer's counters from /metrics (of whichever worker answers)."""
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        text = (await client.get(f"{url}/metrics")).text
+    stats: dict[str, float] = {}
+    for line in text.splitlines():
+        if 'writer="referral-intake"' not in line or line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        for key in ("batches_total", "items_total", "largest_batch"):
+            if name.startswith(f"threadline_group_commit_{key}"):
+                stats[key] = float(value)
+    return stats
+
+
+def _batching(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    batches = after.get("batches_total", 0.0) - before.get("batches_total", 0.0)
+    items = after.get("items_total", 0.0) - before.get("items_total", 0.0)
+    return {
+        "note": "one worker's writer (with several workers, the one /metrics reached)",
+        "transactions": int(batches),
+        "referrals": int(items),
+        "mean_referrals_per_transaction": round(items / batches, 1) if batches else None,
+        "largest": int(after.get("largest_batch", 0.0)),
+    }
 
 
 async def rows_per_referral(connection: asyncpg.Connection) -> dict[str, float]:
@@ -2202,6 +2232,12 @@ def build_result(load: dict[str, Any], ceiling: dict[str, Any], *, quick: bool) 
         table["SQL statements per POST (incl. BEGIN/COMMIT)"] = (
             request["statements_per_post"],
             "count",
+        )
+    batching = main.get("group_commit", {})
+    if batching.get("mean_referrals_per_transaction") is not None:
+        table["referrals per intake transaction (group commit)"] = (
+            batching["mean_referrals_per_transaction"],
+            "mean",
         )
     table["API latency, one client, no queue, p50"] = (
         load["anatomy"]["unloaded_api_ms"]["p50"],

@@ -30,7 +30,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from uuid import UUID
 
-import asyncpg
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import (
@@ -51,7 +50,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import bulk_insert, bulk_insert_sql, service_metadata
+from shared.db import service_metadata
 from shared.errors import DomainError
 
 KEY_BYTES = 32
@@ -293,9 +292,6 @@ class Vault:
     ) -> None:
         self.keyring = keyring
         self.data_keys = data_keys
-        self._insert_keys = bulk_insert_sql(
-            data_keys, ("subject_id", "master_key_id", "wrapped_key")
-        )  # created_at defaults to now(), the transaction's start, as _load expects
         self._cache = _KeyCache(cache_size, cache_ttl, monotonic)
 
     async def seal(
@@ -311,7 +307,8 @@ class Vault:
         """A data key for a subject that has none yet (one just created, with a fresh id).
 
         Returns the ``data_keys`` row values (subject_id, master_key_id, wrapped_key) for the
-        caller to insert in the transaction that writes the subject, and the cipher to seal with.
+        caller to insert in the transaction that writes the subject (``created_at`` left to its
+        default, ``now()``, as ``_load`` expects), and the cipher to seal with.
         Nothing is cached: the transaction may still roll back, and the key with it.
         """
         data_key = AESGCM.generate_key(bit_length=256)
@@ -324,10 +321,6 @@ class Vault:
         nonce = os.urandom(NONCE_BYTES)
         aad = sealing_aad(context, subject_id)
         return FORMAT_V1 + nonce + cipher.encrypt(nonce, plaintext.encode(), aad)
-
-    async def insert_keys(self, connection: asyncpg.Connection, rows: list[list[Any]]) -> None:
-        """Insert rows from :meth:`new_subject_key` on a raw connection, in its transaction."""
-        await bulk_insert(connection, self._insert_keys, rows)
 
     async def open(
         self, session: AsyncSession, subject_id: UUID, sealed: bytes, *, context: str

@@ -6,21 +6,16 @@ repositories only ``flush()``. This is what lets a state change and its outbox e
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
-import asyncpg
-from sqlalchemy import ARRAY, MetaData, String, Table, text
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import MetaData, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
-
-_POSTGRESQL = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -67,32 +62,3 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
-
-
-def bulk_insert_sql(table: Table, columns: Sequence[str]) -> str:
-    """``INSERT … SELECT * FROM unnest($1::t1[], $2::t2[], …)``: many rows, one execution.
-
-    For the group-commit writers: PostgreSQL plans and runs one statement for a whole batch,
-    where ``executemany`` runs it once per row. ``unnest`` flattens arrays of arrays, so a table
-    written this way must not have array columns among ``columns`` (use ``executemany`` there).
-    """
-    casts = []
-    for name in columns:
-        column = table.columns[name]
-        if isinstance(column.type, ARRAY):
-            raise ValueError(f"{table.name}.{name} is an array: unnest would flatten it")
-        # text, not varchar(n): a cast to varchar(n) silently truncates, where the column's own
-        # length check refuses an over-long value.
-        is_text = isinstance(column.type, String)
-        casts.append("text" if is_text else column.type.compile(dialect=_POSTGRESQL))
-    names = ", ".join(f'"{name}"' for name in columns)
-    arrays = ", ".join(f"${n}::{cast}[]" for n, cast in enumerate(casts, start=1))
-    return f'INSERT INTO "{table.schema}"."{table.name}" ({names}) SELECT * FROM unnest({arrays})'
-
-
-async def bulk_insert(
-    connection: asyncpg.Connection, sql: str, rows: Sequence[Sequence[Any]]
-) -> None:
-    """Run a :func:`bulk_insert_sql` statement with ``rows`` (one sequence of values per row)."""
-    if rows:
-        await connection.execute(sql, *(list(values) for values in zip(*rows, strict=True)))

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import context
 from shared.clock import Clock, SystemClock
-from shared.db import Database, asyncpg_dsn, bulk_insert, bulk_insert_sql
+from shared.db import Database, asyncpg_dsn
 from shared.events.envelope import Envelope, envelope_for, envelope_from_attributes, to_kafka
 from shared.events.registry import Event, spec_for
 from shared.faults import fault_point
@@ -63,11 +63,10 @@ async def append(
 
 
 def outbox_row(event: Event, *, service: str, now: datetime) -> list[Any]:
-    """``event`` as the values of one outbox row, for :func:`insert_rows` (a group commit).
+    """``event`` as the values of one outbox row (``OUTBOX_COLUMNS``), for a batch writer.
 
     Call it in the task of the request the event belongs to: it takes that request's trace.
-    ``data`` stays a dict until :func:`insert_rows`, so a batch writer may still fill in a value
-    it assigns (a reference number) before the row is written.
+    ``data`` is left a dict, for the writer to encode (or complete: a reference number).
     """
     envelope = envelope_for(event, service=service, trace=context.current(), now=now)
     return [
@@ -78,21 +77,6 @@ def outbox_row(event: Event, *, service: str, now: datetime) -> list[Any]:
         json.dumps(envelope.attributes()),
         envelope.data,
     ]
-
-
-async def insert_rows(
-    connection: asyncpg.Connection, plumbing: Plumbing, rows: list[list[Any]]
-) -> None:
-    """Write outbox rows built by :func:`outbox_row` on a raw connection, in its transaction,
-    and wake the relay when that transaction commits."""
-    if not rows:
-        return
-    await bulk_insert(
-        connection,
-        bulk_insert_sql(plumbing.outbox, OUTBOX_COLUMNS),
-        [[*row[:5], json.dumps(row[5])] for row in rows],
-    )
-    await connection.execute("SELECT pg_notify($1, '')", plumbing.notify_channel)
 
 
 async def backlog(session: AsyncSession, plumbing: Plumbing) -> int:

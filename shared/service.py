@@ -73,7 +73,12 @@ class ServiceRuntime:
         return self.definition.plumbing
 
     def group_commit(
-        self, name: str, write_batch: BatchWriter[Item, Result], *, max_batch: int = 256
+        self,
+        name: str,
+        write_batch: BatchWriter[Item, Result],
+        *,
+        max_batch: int = 256,
+        transaction: bool = True,
     ) -> GroupCommit[Item, Result]:
         """The process's group commit called ``name`` (created on first use, stopped by stop())."""
         existing = self._group_commits.get(name)
@@ -84,6 +89,7 @@ class ServiceRuntime:
                 name=name,
                 application_name=f"threadline-{self.definition.name}",
                 max_batch=max_batch,
+                transaction=transaction,
             )
             self._group_commits[name] = existing
         return existing
@@ -246,6 +252,30 @@ class ServiceRuntime:
         for name, value in counters.items():
             counter = Counter(name, name.replace("_", " "), list(labels), registry=registry)
             counter.labels(**labels).inc(value)
+        if self._group_commits:
+            writer_labels = [*labels, "writer"]
+            batches = Counter(
+                "threadline_group_commit_batches",
+                "Transactions committed by a group-commit writer",
+                writer_labels,
+                registry=registry,
+            )
+            items = Counter(
+                "threadline_group_commit_items",
+                "Items (e.g. referrals) written by a group-commit writer",
+                writer_labels,
+                registry=registry,
+            )
+            largest = Gauge(
+                "threadline_group_commit_largest_batch",
+                "The most items one transaction of a group-commit writer has held",
+                writer_labels,
+                registry=registry,
+            )
+            for writer in self._group_commits.values():
+                batches.labels(**labels, writer=writer.name).inc(writer.batches)
+                items.labels(**labels, writer=writer.name).inc(writer.items)
+                largest.labels(**labels, writer=writer.name).set(writer.largest_batch)
         return generate_latest(registry)
 
 

@@ -16,14 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import asyncpg
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import context
 from shared.clock import Clock, SystemClock
 from shared.context import TraceContext
-from shared.db import Database, bulk_insert, bulk_insert_sql
+from shared.db import Database
 from shared.faults import fault_point
 from shared.logging import get_logger
 from shared.plumbing import Plumbing
@@ -104,7 +103,8 @@ async def schedule_many(
 
 
 def timer_rows(requests: list[TimerRequest]) -> list[list[Any]]:
-    """Timers as row values for :func:`insert_rows`; call it in the requesting task (its trace)."""
+    """Timers as row values (``TIMER_COLUMNS``) for a batch writer; call it in the requesting
+    task, whose trace the timers carry."""
     if any(request.due_at.tzinfo is None for request in requests):
         raise ValueError("timer due_at must be timezone-aware")
     correlation_id = context.current().correlation_id
@@ -119,13 +119,6 @@ def timer_rows(requests: list[TimerRequest]) -> list[list[Any]]:
         ]
         for request in requests
     ]
-
-
-async def insert_rows(
-    connection: asyncpg.Connection, plumbing: Plumbing, rows: list[list[Any]]
-) -> None:
-    """Schedule timers built by :func:`timer_rows` on a raw connection, in its transaction."""
-    await bulk_insert(connection, bulk_insert_sql(plumbing.timers, TIMER_COLUMNS), rows)
 
 
 async def cancel(

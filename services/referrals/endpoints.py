@@ -6,12 +6,10 @@ The scope dependency comes before the session, so a refused request never opens 
 from __future__ import annotations
 
 import base64
-import functools
 import uuid
 from datetime import datetime
 from typing import Annotated
 
-import asyncpg
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -250,14 +248,8 @@ async def create_referral(
         idempotency_key=idempotency_key,
         request_fingerprint=request_fingerprint,
     )
-    writer = runtime.group_commit(INTAKE, functools.partial(intake.write_batch, vault=vault))
-    try:
-        result = await writer.submit(plan)
-    except asyncpg.UniqueViolationError as error:
-        # Another worker committed the same Idempotency-Key between our check and our insert.
-        if error.constraint_name != intake.IDEMPOTENCY_CONSTRAINT:
-            raise
-        result = intake.IntakeResult(created=False)
+    writer = runtime.group_commit(INTAKE, intake.write_batch, transaction=False)
+    result = await writer.submit(plan)
     if result.created:
         return Response(
             plan.response.model_dump_json(),
