@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -52,8 +53,17 @@ class ServiceDefinition:
 class ServiceRuntime:
     """The long-lived parts of one service process."""
 
-    def __init__(self, definition: ServiceDefinition, settings: ServiceSettings, clock: Clock):
+    def __init__(
+        self,
+        definition: ServiceDefinition,
+        settings: ServiceSettings,
+        clock: Clock,
+        *,
+        background: bool = True,
+    ):
         self.definition = definition
+        # False: an API process whose relay, consumers and timers run elsewhere (`threadline work`)
+        self.background = background
         self.settings = settings
         self.clock = clock
         self.database = Database(
@@ -95,6 +105,8 @@ class ServiceRuntime:
         return existing
 
     async def start(self) -> None:
+        if not self.background:
+            return
         self._tasks.append(asyncio.create_task(self._kafka_side(), name="kafka-side"))
         if self.settings.timers_enabled and self.definition.timer_handlers:
             self.scheduler = TimerScheduler(
@@ -209,6 +221,8 @@ class ServiceRuntime:
             checks["database"] = "ok"
         except Exception as error:
             checks["database"] = f"unavailable: {type(error).__name__}"
+        if not self.background:
+            return checks  # an API process without Kafka clients: the database is all it needs
         if self.producer is None:
             checks["kafka"] = "unavailable: not connected"
         else:
@@ -279,6 +293,24 @@ class ServiceRuntime:
         return generate_latest(registry)
 
 
+async def run_background(definition: ServiceDefinition, settings: ServiceSettings) -> None:
+    """Run a service's relay, consumers and timers without its API, until SIGTERM or SIGINT
+    (``threadline work``, beside API processes whose ``background`` is "separate")."""
+    configure_logging(f"{definition.name}-work", settings.log_level, settings.log_json)
+    runtime = ServiceRuntime(definition, settings, SystemClock(), background=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await runtime.start()
+    log.info("service.background_started", service=definition.name)
+    try:
+        await stop.wait()
+    finally:
+        await runtime.stop()
+        log.info("service.background_stopped", service=definition.name)
+
+
 def runtime_of(request: Request) -> ServiceRuntime:
     runtime: ServiceRuntime = request.app.state.runtime
     return runtime
@@ -343,7 +375,12 @@ def create_service_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         if configure_logs:
             configure_logging(definition.name, settings.log_level, settings.log_json)
-        runtime = ServiceRuntime(definition, settings, clock or SystemClock())
+        runtime = ServiceRuntime(
+            definition,
+            settings,
+            clock or SystemClock(),
+            background=settings.background == "in-process",
+        )
         app.state.runtime = runtime
         await runtime.start()
         log.info("service.started", service=definition.name, port=settings.port)

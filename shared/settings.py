@@ -54,6 +54,11 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
+    # Where the relay, the consumers and the timers run: in the API process ("in-process", one
+    # process does everything), or in a process of their own started by `threadline work`
+    # ("separate"), so that they never queue behind requests on the API's event loop.
+    background: Literal["in-process", "separate"] = "in-process"
+
     # Outbox relay
     relay_enabled: bool = True
     relay_batch_size: int = 200

@@ -97,6 +97,9 @@ def cmd_status(_: argparse.Namespace) -> int:
                 state = "starting"
             state += f" (pid {pid})"
         rows.append((service, state, stack.url(service)))
+        work_pid = stack.service_pid(f"{service}-work")
+        if work_pid is not None:
+            rows.append((f"{service}-work", f"running (pid {work_pid})", "relay, consumers, timers"))
     for name, state, where in rows:
         print(f"{name:<14} {state:<22} {where}")
     return 0
@@ -160,6 +163,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_work(args: argparse.Namespace) -> int:
+    from services.catalogue import app_module
+    from shared.service import run_background
+
+    module = app_module(args.service)
+    app = module.create_app()  # the settings and definition exactly as `serve` builds them
+    asyncio.run(run_background(module.DEFINITION, app.state.settings))
+    return 0
+
+
 def cmd_events_doc(args: argparse.Namespace) -> int:
     from shared.events.catalogue import render_catalogue
 
@@ -195,6 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run one service (API and workers)")
     serve.add_argument("service", choices=SERVICES)
     serve.set_defaults(run=cmd_serve)
+    work = commands.add_parser(
+        "work", help="run one service's relay, consumers and timers (beside background=separate)"
+    )
+    work.add_argument("service", choices=SERVICES)
+    work.set_defaults(run=cmd_work)
     events = commands.add_parser("events-doc", help="render the event catalogue")
     events.add_argument("--write", metavar="PATH")
     events.add_argument("--check", metavar="PATH")

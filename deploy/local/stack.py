@@ -163,16 +163,28 @@ class Stack:
         return pid
 
     def start_service(self, service: str, extra_env: Mapping[str, str] | None = None) -> int:
-        """Start a service process unless one is already running; returns its pid."""
-        running = self.service_pid(service)
+        """Start a service process unless one is already running; returns its pid.
+
+        With ``THREADLINE_<SERVICE>_BACKGROUND=separate`` a second process, ``<service>-work``,
+        runs the service's relay, consumers and timers (``threadline work``).
+        """
+        env = {**os.environ, **self.environment(), **(extra_env or {})}
+        background = env.get(f"THREADLINE_{service.upper()}_BACKGROUND") or env.get(
+            "THREADLINE_BACKGROUND", "in-process"
+        )
+        if background == "separate":
+            self._start_process(f"{service}-work", ["work", service], env)
+        return self._start_process(service, ["serve", service], env)
+
+    def _start_process(self, name: str, command: list[str], env: Mapping[str, str]) -> int:
+        running = self.service_pid(name)
         if running is not None:
             return running
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **self.environment(), **(extra_env or {})}
-        with (self.log_dir / f"{service}.log").open("ab") as log:
+        with (self.log_dir / f"{name}.log").open("ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "deploy.local.cli", "serve", service],
+                [sys.executable, "-m", "deploy.local.cli", *command],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -180,7 +192,7 @@ class Stack:
                 cwd=REPO_ROOT,
                 start_new_session=True,
             )
-        self.pid_file(service).write_text(str(process.pid))
+        self.pid_file(name).write_text(str(process.pid))
         return process.pid
 
     def wait_service_ready(self, service: str, timeout: float = 60.0) -> None:
@@ -202,6 +214,10 @@ class Stack:
         raise TimeoutError(f"{service} not ready after {timeout}s: {last}")
 
     def stop_service(self, service: str, timeout: float = 20.0) -> None:
+        for name in (service, f"{service}-work"):
+            self._stop_process(name, timeout)
+
+    def _stop_process(self, service: str, timeout: float) -> None:
         pid = self.service_pid(service)
         if pid is not None:
             os.killpg(pid, signal.SIGTERM)

@@ -30,6 +30,8 @@ def _environment(var: Path) -> dict[str, str]:
         "THREADLINE_KAFKA_CONTROLLER_PORT": str(BASE + 2),
         # A deployment with more than one process per service must work as well as one.
         "THREADLINE_REFERRALS_WORKERS": "2",
+        # … and with its relay and timers in a process of their own (`threadline work`).
+        "THREADLINE_REFERRALS_BACKGROUND": "separate",
     }
     for service, port in PORTS.items():
         env[f"THREADLINE_{service.upper()}_PORT"] = str(port)
@@ -134,7 +136,10 @@ def test_make_up_runs_everything_and_make_down_stops_it(smoke_var: Path) -> None
     )
     assert status.stdout.count("ready (pid") == len(SERVICES), status.stdout
 
-    for log in ("postgres.log", "kafka.log", *(f"{s}.log" for s in SERVICES)):
+    # The referral above reached the inbox through the relay of the separate work process.
+    work_pid = int((smoke_var / "run" / "referrals-work.pid").read_text())
+    os.kill(work_pid, 0)
+    for log in ("postgres.log", "kafka.log", "referrals-work.log", *(f"{s}.log" for s in SERVICES)):
         assert (smoke_var / "log" / log).exists(), f"no var/log/{log}"
 
     down = _make("down", env)
