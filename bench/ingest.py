@@ -981,9 +981,16 @@ class CpuSampler:
     def _processes(self) -> dict[int, str]:
         found: dict[int, str] = {}
         for service in SERVICES:
-            pid = self.stack.service_pid(service)
-            if pid is not None:
-                found[pid] = f"service: {service}"
+            # The API process (and its uvicorn workers, with WORKERS > 1), then the process of
+            # its relay, consumers and timers when those run separately (`threadline work`).
+            for name, group in ((service, service), (f"{service}-work", f"{service} (work)")):
+                pid = self.stack.service_pid(name)
+                if pid is None:
+                    continue
+                found[pid] = f"service: {group}"
+                with contextlib.suppress(psutil.Error):
+                    for child in psutil.Process(pid).children(recursive=True):
+                        found[child.pid] = f"service: {group}"
         kafka = self.stack.kafka.pid()
         if kafka is not None:
             found[kafka] = "kafka (JVM)"
@@ -2183,6 +2190,7 @@ def build_result(load: dict[str, Any], ceiling: dict[str, Any], *, quick: bool) 
     }
     for name in (
         "service: referrals",
+        "service: referrals (work)",
         "service: notifications",
         "kafka (JVM)",
         "wrk (load generator)",
@@ -2223,8 +2231,14 @@ def build_result(load: dict[str, Any], ceiling: dict[str, Any], *, quick: bool) 
         for name, group in cpu["groups"].items()
     }
     main["cpu_ms_per_referral"] = cpu_ms_per_referral
-    table["CPU per referral, referrals process"] = (
-        cpu_ms_per_referral.get("service: referrals"),
+    table["CPU per referral, referrals processes"] = (
+        round(
+            sum(
+                cpu_ms_per_referral.get(name, 0.0)
+                for name in ("service: referrals", "service: referrals (work)")
+            ),
+            2,
+        ),
         "ms",
     )
     request = load["anatomy"]["sql_per_post"].get("referrals: POST /v1/referrals request")

@@ -99,7 +99,8 @@ def cmd_status(_: argparse.Namespace) -> int:
         rows.append((service, state, stack.url(service)))
         work_pid = stack.service_pid(f"{service}-work")
         if work_pid is not None:
-            rows.append((f"{service}-work", f"running (pid {work_pid})", "relay, consumers, timers"))
+            state = f"running (pid {work_pid})"
+            rows.append((f"{service}-work", state, "relay, consumers, timers"))
     for name, state, where in rows:
         print(f"{name:<14} {state:<22} {where}")
     return 0
