@@ -303,7 +303,10 @@ def run(*, quick: bool = False) -> dict[str, Any]:
         "table": {
             "outbox append (10 events/txn)": (relay["append_events_per_s"], "events/s"),
             "relay publish+mark": (relay["relay_events_per_s"], "events/s"),
-            "consumer apply (inbox, 1 txn per fetched batch)": (consumer["consumer_events_per_s"], "events/s"),
+            "consumer apply (inbox, 1 txn per fetched batch)": (
+                consumer["consumer_events_per_s"],
+                "events/s",
+            ),
             "POST /v1/referrals throughput (8 clients)": (
                 intake["intake_requests_per_s"],
                 "req/s",

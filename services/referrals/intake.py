@@ -482,8 +482,7 @@ def plan_referral(
         family_members=reported_members,
         acknowledgement_due_at=ack_due,
     )
-    event_row = outbox.outbox_row(event, service=SERVICE, now=now)
-    plan.events = [[*event_row[:5], json.dumps(event_row[5]), referral_id]]
+    plan.events = [[*outbox.outbox_row(event, service=SERVICE, now=now), referral_id]]
     plan.response = ReferralOut(
         id=referral_id,
         reference="",

@@ -68,7 +68,15 @@ class Envelope:
         )
 
 
-def envelope_for(event: Event, *, service: str, trace: TraceContext, now: datetime) -> Envelope:
+def envelope_for(
+    event: Event,
+    *,
+    service: str,
+    trace: TraceContext,
+    now: datetime,
+    data: dict[str, Any] | None = None,
+) -> Envelope:
+    """The envelope of ``event``; ``data`` given (e.g. empty) skips serialising the event."""
     spec = spec_for(event)
     return Envelope(
         id=uuid.uuid4(),
@@ -76,7 +84,7 @@ def envelope_for(event: Event, *, service: str, trace: TraceContext, now: dateti
         source=f"{SOURCE_PREFIX}{service}",
         subject=event.partition_key(),
         time=now,
-        data=event.model_dump(mode="json"),
+        data=event.model_dump(mode="json") if data is None else data,
         correlation_id=trace.correlation_id,
         causation_id=trace.causation_id,
         traceparent=trace.traceparent,
