@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal, get_args
 
 import httpx
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from joserfc import jws, jwt
 from joserfc.errors import ExpiredTokenError, JoseError, MissingClaimError
@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from shared.errors import problem
 from shared.logging import get_logger
+from shared.ratelimit import RateLimiter
 
 log = get_logger(__name__)
 
@@ -416,7 +417,18 @@ def install_auth(app: FastAPI, validator: TokenValidator) -> None:
 async def current_principal(request: Request) -> Principal:
     """The caller named by the request's bearer token; 401 when it has none or it is not valid."""
     validator: TokenValidator = request.app.state.token_validator
-    return await validator.validate(_bearer_token(request.headers.get("authorization")))
+    principal = await validator.validate(_bearer_token(request.headers.get("authorization")))
+    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None:
+        wait = limiter.take(f"{principal.issuer}|{principal.subject}")
+        if wait is not None:
+            raise HTTPException(
+                429,
+                f"This client is sending more than {limiter.rate:g} requests a second; "
+                f"retry after {wait} s.",
+                headers={"Retry-After": str(wait)},
+            )
+    return principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

@@ -26,11 +26,12 @@ from shared.consumer import ConsumerRunner, HandlerRegistry
 from shared.db import Database, asyncpg_dsn
 from shared.errors import install_error_handlers
 from shared.groupcommit import BatchWriter, GroupCommit, Item, Result
-from shared.http import CorrelationMiddleware
+from shared.http import BodyLimitMiddleware, CorrelationMiddleware
 from shared.kafka import make_consumer, make_producer
 from shared.logging import configure_logging, get_logger
 from shared.outbox import OutboxRelay
 from shared.plumbing import Plumbing
+from shared.ratelimit import RateLimiter
 from shared.settings import ServiceSettings
 from shared.timers import TimerHandler, TimerScheduler
 
@@ -398,6 +399,8 @@ def create_service_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(CorrelationMiddleware)
     install_error_handlers(app)
     install_auth(app, validator)

@@ -54,6 +54,12 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
+    # Limits on what one request may cost: the body's size (413 beyond it), and each client's
+    # request rate per process (429 with Retry-After beyond it; see shared/ratelimit.py).
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    rate_limit_per_second: float = Field(default=100.0, gt=0)
+    rate_limit_burst: int = Field(default=200, ge=1)
+
     # Where the relay, the consumers and the timers run: in the API process ("in-process", one
     # process does everything), or in a process of their own started by `threadline work`
     # ("separate"), so that they never queue behind requests on the API's event loop.
