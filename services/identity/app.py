@@ -64,7 +64,10 @@ def create_app(
     app.state.users = load_users(settings.users_file)
     app.state.authorizations = AuthorizationStore()
     app.state.token_issuer = issuer
-    app.add_middleware(web.SecurityHeadersMiddleware)
+    # The sign-in form's answer redirects to the client: CSP's form-action covers that redirect.
+    app.add_middleware(
+        web.SecurityHeadersMiddleware, form_action=app.state.clients.redirect_origins()
+    )
     app.add_middleware(BodyLimitMiddleware, max_bytes=64 * 1024)
     app.add_middleware(CorrelationMiddleware)
     install_error_handlers(app)

@@ -118,6 +118,18 @@ class ClientRegistry:
     def __iter__(self) -> Iterator[Client]:
         return iter(self._clients.values())
 
+    def redirect_origins(self) -> tuple[str, ...]:
+        """Where sign-ins may be sent back to, as CSP sources (a loopback host on any port)."""
+        origins: set[str] = set()
+        for client in self._clients.values():
+            for uri in map(urlsplit, client.redirect_uris):
+                if uri.scheme == "http" and uri.hostname in LOOPBACK:
+                    host = f"[{uri.hostname}]" if ":" in (uri.hostname or "") else uri.hostname
+                    origins.add(f"http://{host}:*")
+                else:
+                    origins.add(f"{uri.scheme}://{uri.netloc}")
+        return tuple(sorted(origins))
+
     def get(self, client_id: str) -> Client | None:
         return self._clients.get(client_id)
 
