@@ -588,7 +588,9 @@ PLACEHOLDERS = {
 
 
 def _placeholder_route(path: str, allowed: frozenset[str], title: str, text: str) -> None:
-    async def placeholder(request: Request, session: Session = role(allowed)) -> Response:
+    # A default rather than Annotated: the annotation would be read as a string, without
+    # this closure's ``allowed``.
+    async def placeholder(request: Request, session: Session = role(allowed)) -> Response:  # noqa: B008
         return render(request, "placeholder.html", {"title": title, "text": text})
 
     router.add_api_route(path, placeholder, methods=["GET"], response_class=HTMLResponse)

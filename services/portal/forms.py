@@ -278,6 +278,10 @@ def parse_referral_form(
         )
 
     categories = [value for value in form.getlist("concern-categories") if isinstance(value, str)]
+    if not categories:
+        errors.add("concern-categories", FRIENDLY["categories"])
+    if not _text(form, "concern-what_happened"):
+        errors.add("concern-what_happened", FRIENDLY["what_happened"])
     risk = _yes_no(form, "concern-immediate_risk")
     if risk is None:
         errors.add("concern-immediate_risk", FRIENDLY["immediate_risk"])
@@ -290,12 +294,18 @@ def parse_referral_form(
         concern["actions_taken"] = _text(form, "concern-actions_taken")
 
     consent: dict[str, Any] = {"parents": _party_consent(form, "consent-parents")}
+    if not consent["parents"]["status"]:
+        errors.add("consent-parents-status", "Say whether the parents or carers agreed")
+    elif consent["parents"]["status"] == "not_asked" and "why_not_asked" not in consent["parents"]:
+        errors.add("consent-parents-why_not_asked", FRIENDLY["why_not_asked"])
     if _text(form, "consent-child-status"):
         child_consent = _party_consent(form, "consent-child")
         competent = _yes_no(form, "consent-child-competent")
         if competent is None:
             errors.add("consent-child-competent", FRIENDLY["competent"])
         child_consent["competent"] = bool(competent)
+        if child_consent["status"] == "not_asked" and "why_not_asked" not in child_consent:
+            errors.add("consent-child-why_not_asked", FRIENDLY["why_not_asked"])
         consent["child"] = child_consent
 
     referrer: dict[str, Any] = {
@@ -307,6 +317,14 @@ def parse_referral_form(
     for name in ("email", "phone"):
         if _text(form, f"referrer-{name}"):
             referrer[name] = _text(form, f"referrer-{name}")
+    if not referrer["name"]:
+        errors.add("referrer-name", FRIENDLY["name"])
+    if not referrer["role"]:
+        errors.add("referrer-role", FRIENDLY["role"])
+    if "email" not in referrer and "phone" not in referrer:
+        errors.add(
+            "referrer-email", "Enter an email address or a phone number, so the MASH can reach you"
+        )
 
     body = {
         "referrer": referrer,

@@ -89,6 +89,13 @@ async def raise_concern(page: Page, pages: Pages) -> str:
     await expect(page).to_have_title(re.compile("^Error: "))
     await pages.check(page, "dsl-raise-concern-errors-from-the-form")
 
+    await expect(summary).to_contain_text("Select what the concern is about")
+    await expect(page.locator("#concern-categories-error")).to_be_visible()
+    # What was typed is kept.
+    await expect(page.locator("#concern-what_happened")).to_have_value(
+        "Maya said there was shouting again."
+    )
+
     # Fix what the form checks; the API then refuses the NHS number, shown at the field.
     await page.locator("#concern-immediate_risk-2").check()  # "No"
     await page.get_by_label("Neglect").check()
