@@ -7,6 +7,7 @@ GOV.UK Frontend comes from the npm registry (``services/portal/package.json``, i
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 from typing import Final
@@ -25,7 +26,12 @@ from jinja2 import (
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[1]
-NODE_MODULES: Final = REPO_ROOT / "services" / "portal" / "node_modules"
+#: Where `npm ci` put the portal's packages; a container image sets it to where it copied them.
+NODE_MODULES: Final = Path(
+    os.environ.get(
+        "THREADLINE_PORTAL_NODE_MODULES", REPO_ROOT / "services" / "portal" / "node_modules"
+    )
+)
 GOVUK_FRONTEND: Final = NODE_MODULES / "govuk-frontend" / "dist" / "govuk"
 PORTAL_STATIC: Final = REPO_ROOT / "services" / "portal" / "static"
 

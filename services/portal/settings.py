@@ -19,8 +19,10 @@ class PortalSettings(ServiceSettings):
     default_port: ClassVar[int] = 8105
     model_config = SettingsConfigDict(env_prefix="THREADLINE_PORTAL_", extra="ignore")
 
-    #: The portal's own address as people's browsers reach it; by default http://{host}:{port}.
+    #: The portal's address as other processes reach it; by default http://{host}:{port}.
     url: str = ""
+    #: … and as people's browsers reach it (the sign-in redirect URI); by default ``url``.
+    public_url: str = ""
     #: The OpenID provider: its issuer (the portal fetches its discovery document from there)…
     identity_issuer: str = DEV_ISSUER
     #: … and, when browsers reach it at another address than the portal does (containers),
@@ -42,14 +44,15 @@ class PortalSettings(ServiceSettings):
     @model_validator(mode="after")
     def _portal_defaults(self) -> PortalSettings:
         self.url = (self.url or f"http://{self.host}:{self.port}").rstrip("/")
+        self.public_url = (self.public_url or self.url).rstrip("/")
         self.identity_issuer = self.identity_issuer.rstrip("/")
         self.identity_public_url = (self.identity_public_url or self.identity_issuer).rstrip("/")
         if self.environment == "production":
             problems = []
             if self.client_secret == DEV_CLIENT_SECRET:
                 problems.append("THREADLINE_PORTAL_CLIENT_SECRET must be set")
-            if not self.url.startswith("https://"):
-                problems.append("THREADLINE_PORTAL_URL must be https")
+            if not self.public_url.startswith("https://"):
+                problems.append("THREADLINE_PORTAL_PUBLIC_URL must be https")
             if not self.identity_issuer.startswith("https://"):
                 problems.append("THREADLINE_PORTAL_IDENTITY_ISSUER must be an https issuer")
             if not self.cookie_secure:
@@ -60,4 +63,4 @@ class PortalSettings(ServiceSettings):
 
     @property
     def redirect_uri(self) -> str:
-        return f"{self.url}/auth/callback"
+        return f"{self.public_url}/auth/callback"
