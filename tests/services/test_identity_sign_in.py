@@ -19,7 +19,8 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from services.identity.app import create_app
-from services.identity.settings import IdentitySettings
+from services.identity.settings import REPO_ROOT, IdentitySettings
+from services.identity.users import load_users
 from shared.auth import IssuerConfig, TokenValidator
 
 ISSUER = "http://identity.test"
@@ -209,3 +210,25 @@ async def test_agency_clients_may_not_use_the_code_flow_nor_the_portal_client_cr
         "/oauth2/token", data={"grant_type": "client_credentials"}, auth=PORTAL
     )
     assert refused.status_code == 400 and refused.json()["error"] == "unauthorized_client"
+
+
+def test_a_user_whose_role_does_not_fit_their_organisation_is_refused(tmp_path: Path) -> None:
+    users = tmp_path / "users.toml"
+    users.write_text(
+        '[[users]]\nusername = "odd"\npassword = "demo-password"\nname = "Odd"\n'
+        'role = "mash_worker"\norganisation_code = "100001"\n'
+        'organisation_name = "Oakfield Primary School"\nagency = "school"\n'
+    )
+    with pytest.raises(ValueError, match="a mash_worker belongs to a mash organisation"):
+        load_users(users)
+
+
+def test_the_demo_users_have_the_scopes_of_their_roles() -> None:
+    registry = load_users(REPO_ROOT / "config" / "identity" / "dev-users.toml")
+    assert registry.authenticate("dsl.oakfield", "demo-password") is not None
+    assert registry.authenticate("dsl.oakfield", "wrong-password") is None
+    assert registry.authenticate("nobody", "demo-password") is None
+    roles = {user.username: (user.role, user.scopes) for user in registry}
+    assert roles["dsl.oakfield"] == ("dsl", {"referrals:write", "referrals:read"})
+    assert roles["mash.manager"] == ("mash_manager", {"referrals:read", "mash:triage"})
+    assert roles["dpo"] == ("dpo", {"consent:audit"})
