@@ -102,6 +102,15 @@ def overdue(referral: dict[str, Any], now: datetime) -> bool:
     return False
 
 
+def feedback_given(referral: dict[str, Any]) -> bool:
+    """Only feedback meets the feedback deadline, so a met one means feedback was given (the
+    list's summaries carry deadlines, not the feedback itself)."""
+    return any(
+        d["kind"] == "feedback" and d["status"] in {"met", "met_late"}
+        for d in referral.get("deadlines", [])
+    )
+
+
 def queue_order(referrals: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Soonest running deadline first; referrals with none running last, newest first."""
 

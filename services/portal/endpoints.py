@@ -348,6 +348,7 @@ async def school_referrals(request: Request, session: DslSession, apis: ApisDep)
             **referral,
             "next": display.next_deadline(referral),
             "overdue": display.overdue(referral, now),
+            "feedback_given": display.feedback_given(referral),
         }
         for referral in referrals.items
     ]

@@ -138,21 +138,27 @@ async def test_a_concern_from_a_school_to_the_mash_and_back(
     await pages.check(dsl_page, "dsl-referrals")
     reference = await raise_concern(dsl_page, pages)
     await dsl_page.get_by_role("link", name="Your school's referrals").first.click()
-    await expect(dsl_page.get_by_role("link", name=reference)).to_be_visible()
+    await expect(dsl_page.get_by_role("link", name=reference, exact=True)).to_be_visible()
     await pages.check(dsl_page, "dsl-referrals-with-the-new-one")
 
     mash, mash_page = await signed_in(browser, portal_stack, pages, "mash.worker", "mash")
     await expect(mash_page.get_by_role("heading", name="Triage queue")).to_be_visible()
-    row = mash_page.locator("tr", has=mash_page.get_by_role("link", name=reference))
+    row = mash_page.locator("tr", has=mash_page.get_by_role("link", name=reference, exact=True))
     await expect(row).to_contain_text("Acknowledge")
     await pages.check(mash_page, "mash-queue")
-    await row.get_by_role("link", name=reference).click()
+    await row.get_by_role("link", name=reference, exact=True).click()
     await expect(mash_page.get_by_role("heading", name=reference)).to_be_visible()
     await pages.check(mash_page, "mash-referral")
 
     await mash_page.get_by_role("button", name="Acknowledge the referral").click()
     await expect(mash_page.get_by_text("Referral acknowledged")).to_be_visible()
     await pages.check(mash_page, "mash-referral-acknowledged")
+
+    # Feedback before a decision: the API's 409 is shown at the form, in its words.
+    await mash_page.locator("#feedback_message").fill("Too early.")
+    await mash_page.get_by_role("button", name="Send feedback").click()
+    await expect(mash_page.locator(".govuk-error-summary")).to_contain_text("decide first")
+    await expect(mash_page.locator("#feedback_message")).to_have_value("Too early.")
 
     await mash_page.get_by_role("button", name="Save the rating").click()  # nothing chosen
     await expect(mash_page.locator(".govuk-error-summary")).to_contain_text("Select a rating")
@@ -174,7 +180,11 @@ async def test_a_concern_from_a_school_to_the_mash_and_back(
     await expect(mash_page.get_by_text("Feedback sent")).to_be_visible()
     await pages.check(mash_page, "mash-referral-feedback-sent")
 
-    await dsl_page.get_by_role("link", name=reference).click()
+    await dsl_page.reload()
+    await expect(
+        dsl_page.locator("tr", has=dsl_page.get_by_role("link", name=reference, exact=True))
+    ).to_contain_text("Read the feedback")
+    await dsl_page.get_by_role("link", name=reference, exact=True).click()
     await expect(dsl_page.get_by_test_id("status")).to_have_text("Decision made")
     await expect(dsl_page.get_by_test_id("acknowledged")).not_to_contain_text("Not yet")
     await expect(dsl_page.get_by_test_id("feedback")).to_contain_text(feedback)
@@ -184,7 +194,7 @@ async def test_a_concern_from_a_school_to_the_mash_and_back(
     other, other_page = await signed_in(browser, portal_stack, pages, "dsl.brookside", "other")
     await other_page.goto(dsl_page.url)
     await expect(other_page.get_by_role("heading", name="Page not found")).to_be_visible()
-    await expect(other_page.get_by_role("link", name=reference)).to_have_count(0)
+    await expect(other_page.get_by_role("link", name=reference, exact=True)).to_have_count(0)
     await pages.check(other_page, "other-school-refused")
     for context in (dsl, mash, other):
         await context.close()
