@@ -410,6 +410,14 @@ async def raise_concern(request: Request, session: DslSession, apis: ApisDep) ->
         try:
             created = await apis.raise_concern(session, parsed.body, key)
         except ApiError as error:
+            if error.status == 409:  # this form was sent before, with other answers
+                return problem_page(
+                    request,
+                    409,
+                    "This concern has already been sent",
+                    "This form was sent to the MASH before, and what it holds now is different. "
+                    "Check your school's referrals; to add something, raise a new concern.",
+                )
             if error.status != 422:
                 raise
             forms.api_errors(error.errors, parsed.errors, forms.field_order())
