@@ -5,13 +5,18 @@ violations). Each role is refused the others' pages; a POST without the CSRF tok
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, expect
+from sqlalchemy import text
 
+from shared.db import Database
+from tests.services.factories import referral_body
 from tests.services.portal.conftest import AXE, PortalStack
 
 pytestmark = pytest.mark.timeout(240)
@@ -283,3 +288,74 @@ async def test_pages_work_without_javascript(
     await page.get_by_role("button", name="Send to the MASH").click()
     await expect(page.locator(".govuk-error-summary")).to_contain_text("Tell us what happened")
     await context.close()
+
+
+async def _client_token(identity: str, client_id: str) -> dict[str, str]:
+    async with httpx.AsyncClient() as http:
+        response = await http.post(
+            f"{identity}/oauth2/token",
+            data={"grant_type": "client_credentials"},
+            auth=(client_id, f"dev-secret-{client_id}"),
+        )
+    response.raise_for_status()
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+async def test_a_missed_deadline_reaches_the_manager_and_the_school(
+    browser: Browser, portal_stack: PortalStack, pages: Pages, database: Database
+) -> None:
+    """The school's system raises a concern; its acknowledgement deadline is moved into the past
+    (the real timer then fires, as it would at the end of the working day); the manager sees the
+    escalation, the queue marks it overdue, and the school's DSL is told they may chase."""
+    school = await _client_token(portal_stack.identity, "oakfield-primary")
+    mash = await _client_token(portal_stack.identity, "demo-mash")
+    async with httpx.AsyncClient() as http:
+        posted = await http.post(
+            f"{portal_stack.referrals}/v1/referrals", json=referral_body(), headers=school
+        )
+        assert posted.status_code == 201, posted.text
+        referral_id, reference = posted.json()["id"], posted.json()["reference"]
+        async with database.transaction() as session:
+            moved = await session.execute(
+                text(
+                    "UPDATE referrals.referral_deadlines SET due_at = now() - interval '1 minute'"
+                    " WHERE referral_id = :id AND kind = 'acknowledgement' RETURNING id"
+                ),
+                {"id": referral_id},
+            )
+            deadline_id = str(moved.scalar_one())
+            await session.execute(
+                text(
+                    "UPDATE referrals.timers SET due_at = now() - interval '1 minute'"
+                    " WHERE aggregate_id = :deadline"
+                ),
+                {"deadline": deadline_id},
+            )
+        escalated: list[dict[str, Any]] = []
+        for _ in range(120):
+            inbox = await http.get(
+                f"{portal_stack.notifications}/v1/inbox",
+                params={"referral_id": referral_id, "audience": "mash_manager"},
+                headers=mash,
+            )
+            escalated = inbox.json()["items"]
+            if escalated:
+                break
+            await asyncio.sleep(0.5)
+        assert [item["kind"] for item in escalated] == ["acknowledgement_overdue"]
+
+    manager, page = await signed_in(browser, portal_stack, pages, "mash.manager", "manager")
+    row = page.locator("tr", has=page.get_by_role("link", name=reference, exact=True))
+    await expect(row).to_contain_text("Overdue")
+    await page.get_by_role("link", name="Escalations").click()
+    await expect(page.get_by_test_id("escalations")).to_contain_text(reference)
+    await pages.check(page, "manager-escalations")
+
+    dsl, dsl_page = await signed_in(browser, portal_stack, pages, "dsl.oakfield", "chase")
+    notice = dsl_page.locator("li", has_text=reference)
+    await expect(notice.first).to_be_visible()
+    late = dsl_page.locator("tr", has=dsl_page.get_by_role("link", name=reference, exact=True))
+    await expect(late).to_contain_text("Late")
+    await pages.check(dsl_page, "dsl-things-to-follow-up")
+    for context in (manager, dsl):
+        await context.close()
