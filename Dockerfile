@@ -9,6 +9,13 @@
 # the source tree nor pip's build tooling ends up in the running image.
 
 ARG PYTHON_IMAGE=python:3.11-slim
+ARG NODE_IMAGE=node:20-slim
+
+# The portal's GOV.UK Frontend assets, exactly as services/portal/package-lock.json pins them.
+FROM ${NODE_IMAGE} AS assets
+WORKDIR /portal
+COPY services/portal/package.json services/portal/package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -34,7 +41,8 @@ COPY --from=build /opt/threadline /opt/threadline
 # read through THREADLINE_CALENDAR_FILE). Owned by root: read-only for the app.
 WORKDIR /app
 COPY config /app/config
+COPY --from=assets /portal/node_modules /app/portal/node_modules
 USER threadline:threadline
-EXPOSE 8101 8102 8103
+EXPOSE 8100 8101 8102 8103 8105
 ENTRYPOINT ["threadline"]
 CMD ["--help"]

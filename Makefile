@@ -1,20 +1,23 @@
 # Threadline: `make up` starts everything with demo data; `make test` runs the tests.
-# Both install what they need first (a Python venv from pyproject.toml, Kafka jars from Maven Central).
+# Both install what they need first (a Python venv from pyproject.toml, Kafka jars from Maven Central,
+# the portal's GOV.UK Frontend and axe-core from the npm registry, Debian's Chromium for its tests).
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 KAFKA_LIBS := var/kafka/libs
+PORTAL     := services/portal
+CHROMIUM   ?= /usr/bin/chromium
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down status seed-demo test test-all lint typecheck bench docs clean reset
+.PHONY: help install assets browser up down status seed-demo test test-all lint typecheck bench docs clean reset
 
 help:
 	@echo "make up         start PostgreSQL, Kafka and every service, seed a demo, print the URLs"
 	@echo "make down       stop everything 'make up' started"
 	@echo "make status     what is running"
 	@echo "make test       the test suite (starts its own PostgreSQL and Kafka)"
-	@echo "make test-all   the test suite including slow suites"
+	@echo "make test-all   the test suite including slow suites (marked @pytest.mark.slow)"
 	@echo "make lint       ruff and mypy"
 	@echo "make bench      benchmarks, results in bench/results/"
 	@echo "make docs       regenerate docs/events.md from the event registry"
@@ -33,7 +36,23 @@ $(KAFKA_LIBS)/.fetched: deploy/local/pom.xml
 	    -DoutputDirectory=$(CURDIR)/$(KAFKA_LIBS) -DincludeScope=runtime
 	touch $@
 
-install: $(BIN)/.installed $(KAFKA_LIBS)/.fetched
+# GOV.UK Frontend (served by the portal) and axe-core (its browser tests), pinned by package-lock.json.
+$(PORTAL)/node_modules/.installed: $(PORTAL)/package.json $(PORTAL)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "npm is needed for the portal's assets (apt-get install npm)"; exit 1; }
+	cd $(PORTAL) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+assets: $(PORTAL)/node_modules/.installed
+
+# The browser tests drive Debian's Chromium (Playwright downloads no browser of its own).
+# Installed only when missing.
+browser:
+	@test -x $(CHROMIUM) || { \
+	    echo "installing Debian's chromium for the portal's browser tests"; \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; }
+
+install: $(BIN)/.installed $(KAFKA_LIBS)/.fetched assets browser
 
 up: install
 	$(BIN)/threadline up

@@ -7,7 +7,7 @@ from types import ModuleType
 
 from fastapi import FastAPI
 
-SERVICES: tuple[str, ...] = ("identity", "consent", "referrals", "notifications")
+SERVICES: tuple[str, ...] = ("identity", "consent", "referrals", "notifications", "portal")
 # The services that own a schema (and so an Alembic history); identity keeps no data.
 MIGRATED: tuple[str, ...] = ("consent", "referrals", "notifications")
 # Events of a service's sub-domain, defined beside it rather than in the service's events module.

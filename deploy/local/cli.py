@@ -64,6 +64,36 @@ def _print_urls(stack: Stack) -> None:
     print(f"  MASH inbox:    {stack.url('notifications')}/v1/inbox  (token: client demo-mash)")
     print(f"  Tokens:        {stack.url('identity')}/oauth2/token  (clients and secrets in ")
     print("                 config/identity/dev-clients.toml)")
+    if "portal" in SERVICES:
+        print(f"\n  Portal:        {stack.url('portal')}/   sign in as (password: demo-password):")
+        for username, description in _demo_users():
+            print(f"                 {username:<14} {description}")
+        print("                 (people and passwords in config/identity/dev-users.toml)")
+
+
+def _demo_users() -> list[tuple[str, str]]:
+    """The development provider's demo people, as ``make up`` lists them."""
+    import tomllib
+
+    path = Path(__file__).resolve().parents[2] / "config" / "identity" / "dev-users.toml"
+    try:
+        with path.open("rb") as file:
+            users = tomllib.load(file).get("users", [])
+    except (OSError, tomllib.TOMLDecodeError):
+        return []
+    roles = {
+        "dsl": "school DSL",
+        "mash_worker": "MASH worker",
+        "mash_manager": "MASH manager",
+        "dpo": "data protection officer",
+    }
+    return [
+        (
+            str(user["username"]),
+            f"{roles.get(user['role'], user['role'])}, {user['organisation_name']}",
+        )
+        for user in users
+    ]
 
 
 def cmd_down(_: argparse.Namespace) -> int:

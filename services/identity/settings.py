@@ -20,8 +20,12 @@ class IdentitySettings(ServiceSettings):
     #: The ``iss`` of the tokens and the base of the endpoints; by default http://{host}:{port}.
     issuer: str = ""
     clients_file: Path = Path("config/identity/dev-clients.toml")
+    users_file: Path = Path("config/identity/dev-users.toml")
     signing_key_file: Path = Path("var/identity/signing-key.pem")
     token_lifetime_seconds: int = Field(default=900, gt=0, le=3600)
+    #: Tokens issued to a person through the portal last a working session; the portal signs
+    #: them out when it ends (there is no refresh token).
+    user_token_lifetime_seconds: int = Field(default=3600, gt=0, le=8 * 3600)
 
     @model_validator(mode="after")
     def _development_only(self) -> IdentitySettings:
@@ -32,6 +36,7 @@ class IdentitySettings(ServiceSettings):
             )
         self.issuer = (self.issuer or f"http://{self.host}:{self.port}").rstrip("/")
         self.clients_file = _from_repo(self.clients_file)
+        self.users_file = _from_repo(self.users_file)
         self.signing_key_file = _from_repo(self.signing_key_file)
         return self
 

@@ -59,7 +59,7 @@ async def test_the_discovery_document_describes_a_client_credentials_provider(
     assert document["issuer"] == ISSUER
     assert document["token_endpoint"] == f"{ISSUER}/oauth2/token"
     assert document["jwks_uri"] == f"{ISSUER}/jwks.json"
-    assert document["grant_types_supported"] == ["client_credentials"]
+    assert document["grant_types_supported"] == ["client_credentials", "authorization_code"]
     assert document["token_endpoint_auth_methods_supported"] == [
         "client_secret_basic",
         "client_secret_post",

@@ -1,0 +1,84 @@
+"""The portal's test stack: the real identity provider, referrals, notifications and portal as
+processes (a browser needs real ports), on the session's PostgreSQL and Kafka; and a headless
+Debian Chromium driven by Playwright."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from deploy.local.stack import REPO_ROOT, Stack
+
+PORTAL_PROCESSES = ("identity", "referrals", "notifications", "portal")
+CHROMIUM = os.environ.get("THREADLINE_CHROMIUM", "/usr/bin/chromium")
+AXE = REPO_ROOT / "services" / "portal" / "node_modules" / "axe-core" / "axe.min.js"
+SCREENSHOTS = REPO_ROOT / "test-results" / "portal"
+
+
+@dataclass(frozen=True)
+class PortalStack:
+    portal: str
+    identity: str
+    referrals: str
+    notifications: str
+
+
+@pytest.fixture(scope="module")
+def portal_stack(stack: Stack) -> Iterator[PortalStack]:
+    """Started for one test module and stopped after it: the notifications process joins the
+    consumer group that in-process tests elsewhere use, so it must not outlive this module."""
+    env = {"THREADLINE_LOG_JSON": "true", "THREADLINE_TIMERS_POLL_SECONDS": "0.5"}
+    try:
+        for name in PORTAL_PROCESSES:
+            stack.start_service(name, env)
+        for name in PORTAL_PROCESSES:
+            stack.wait_service_ready(name, timeout=90)
+        yield PortalStack(
+            portal=stack.url("portal"),
+            identity=stack.url("identity"),
+            referrals=stack.url("referrals"),
+            notifications=stack.url("notifications"),
+        )
+    finally:
+        for name in reversed(PORTAL_PROCESSES):
+            stack.stop_service(name)
+
+
+@pytest.fixture(scope="session")
+def screenshots() -> Path:
+    if SCREENSHOTS.exists():
+        shutil.rmtree(SCREENSHOTS)
+    SCREENSHOTS.mkdir(parents=True)
+    return SCREENSHOTS
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[object]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make install` installs Debian's chromium")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-default-apps",
+                "--disable-sync",
+                "--disable-domain-reliability",
+                "--no-first-run",
+                "--metrics-recording-only",
+            ],
+        )
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
