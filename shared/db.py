@@ -39,14 +39,26 @@ def asyncpg_dsn(url: str) -> str:
 class Database:
     """One engine per process and service; sessions are opened per unit of work."""
 
-    def __init__(self, url: str, *, pool_size: int = 5, application_name: str = "threadline"):
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 5,
+        application_name: str = "threadline",
+        role: str | None = None,
+    ):
+        """``role``: a (NOLOGIN) role every connection assumes at startup, so the process runs
+        with that role's privileges even when it logs in as a more powerful user."""
         self.url = url
+        server_settings = {"application_name": application_name}
+        if role is not None:
+            server_settings["role"] = role
         self.engine: AsyncEngine = create_async_engine(
             url,
             pool_size=pool_size,
             max_overflow=pool_size,
             pool_pre_ping=True,
-            connect_args={"server_settings": {"application_name": application_name}},
+            connect_args={"server_settings": server_settings},
         )
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
 
