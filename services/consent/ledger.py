@@ -60,17 +60,28 @@ def _encode(value: Any) -> Any:
 
 
 def canonical(value: Any) -> bytes:
-    """The canonical JSON bytes of ``value``."""
-    if isinstance(value, float):
-        raise TypeError("floats are not allowed in ledger entries")
+    """The canonical JSON bytes of ``value`` (entries are checked for floats by ``plain``)."""
     return json.dumps(
         value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_encode
     ).encode("utf-8")
 
 
+def _refuse_floats(value: Any) -> None:
+    if isinstance(value, float):
+        raise TypeError("floats are not allowed in ledger entries (their text is not canonical)")
+    if isinstance(value, dict):
+        for item in value.values():
+            _refuse_floats(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _refuse_floats(item)
+
+
 def plain(value: Any) -> Any:
-    """``value`` as plain JSON types, exactly as it will be stored and hashed."""
-    return json.loads(canonical(value))
+    """``value`` as plain JSON types, exactly as it will be stored and hashed (no floats)."""
+    result = json.loads(canonical(value))
+    _refuse_floats(result)
+    return result
 
 
 @dataclass(frozen=True)
