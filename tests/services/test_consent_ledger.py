@@ -5,6 +5,7 @@ chain that only the signed checkpoints catch)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import subprocess
@@ -70,7 +71,7 @@ async def test_decisions_form_one_dense_chain_that_verifies(
             sequences,
         )
     by_sequence = {row["sequence"]: row for row in rows}
-    for earlier, later in zip(sequences, sequences[1:], strict=False):
+    for earlier, later in itertools.pairwise(sequences):
         assert by_sequence[later]["prev_hash"] == by_sequence[earlier]["hash"]
     assert by_sequence[sequences[-1]]["hash"].hex() == answers[-1]["ledger_hash"]
     result = await verify(database_url, tmp_path)
