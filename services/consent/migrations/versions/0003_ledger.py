@@ -144,9 +144,6 @@ def upgrade() -> None:
         schema="consent",
         postgresql_using="gin",
     )
-    _append_only_ledger()
-    _writer_role()
-    _first_timers()
     op.create_table(
         "retention_actions",
         sa.Column("subject_id", sa.UUID(), nullable=False),
@@ -156,6 +153,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("subject_id", "record_type", name=op.f("pk_retention_actions")),
         schema="consent",
     )
+    _append_only_ledger()
+    _writer_role()  # last: its grants cover every table made above
+    _first_timers()
 
 
 def downgrade() -> None:
