@@ -26,7 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Rationale = Annotated[str, StringConstraints(strip_whitespace=True, min_length=10, max_length=4000)]
 Slug = Annotated[
-    str, StringConstraints(strip_whitespace=True, pattern=r"^[a-z0-9][a-z0-9_.-]{0,79}$", max_length=80)
+    str,
+    StringConstraints(strip_whitespace=True, pattern=r"^[a-z0-9][a-z0-9_.-]{0,79}$", max_length=80),
 ]
 
 

@@ -52,7 +52,7 @@ class IntegrityResult:
         return min(found, key=lambda item: item[0]) if found else None
 
 
-async def _rows(
+async def ledger_rows(
     connection: asyncpg.Connection, after: int, prefetch: int
 ) -> AsyncIterator[Sequence[Any]]:
     async for record in connection.cursor(VERIFY_SQL, after, prefetch=prefetch):
@@ -123,7 +123,7 @@ async def verify(
                 after_sequence, after_hash = good[-1].sequence, bytes.fromhex(good[-1].hash)
                 scope = "since_last_checkpoint"
         chain = await verify_rows(
-            _rows(connection, after_sequence, prefetch),
+            ledger_rows(connection, after_sequence, prefetch),
             after_sequence=after_sequence,
             after_hash=after_hash,
         )
