@@ -39,8 +39,7 @@ from joserfc.jwk import OKPKey
 
 from deploy.local.stack import REPO_ROOT, Stack
 from services.consent import agreements as agreements_module
-from services.consent.integrity import ledger_rows
-from services.consent.ledger import GENESIS_HASH, entry_hash, plain, verify_rows
+from services.consent.ledger import GENESIS_HASH, entry_hash, plain, verify_copy
 from services.consent.models import WRITER_ROLE
 from services.consent.service import Decide
 from services.consent.writer import LedgerWriter
@@ -240,9 +239,7 @@ async def verify_range(url: str, after: int) -> tuple[float, int, bool]:
                 )
             )
             started = time.perf_counter()
-            report = await verify_rows(
-                ledger_rows(connection, after, 5000), after_sequence=after, after_hash=start_hash
-            )
+            report = await verify_copy(connection, after_sequence=after, after_hash=start_hash)
             seconds = time.perf_counter() - started
     finally:
         await connection.close()

@@ -4,17 +4,15 @@ with the entries they name. Used by ``threadline ledger verify`` and the DPO's i
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from services.consent import checkpoints
 from services.consent.checkpoints import Checkpoint
-from services.consent.ledger import GENESIS_HASH, VERIFY_SQL, ChainReport, verify_rows
+from services.consent.ledger import GENESIS_HASH, ChainReport, verify_copy
 
 
 @dataclass(frozen=True)
@@ -52,20 +50,12 @@ class IntegrityResult:
         return min(found, key=lambda item: item[0]) if found else None
 
 
-async def ledger_rows(
-    connection: asyncpg.Connection, after: int, prefetch: int
-) -> AsyncIterator[Sequence[Any]]:
-    async for record in connection.cursor(VERIFY_SQL, after, prefetch=prefetch):
-        yield tuple(record)
-
-
 async def verify(
     connection: asyncpg.Connection,
     checkpoint_dir: Path,
     public_key: Ed25519PublicKey | None,
     *,
     since_last_checkpoint: bool = False,
-    prefetch: int = 5000,
 ) -> IntegrityResult:
     """Verify the chain (all of it, or from the newest valid checkpoint) and every checkpoint.
 
@@ -122,11 +112,7 @@ async def verify(
             if good:
                 after_sequence, after_hash = good[-1].sequence, bytes.fromhex(good[-1].hash)
                 scope = "since_last_checkpoint"
-        chain = await verify_rows(
-            ledger_rows(connection, after_sequence, prefetch),
-            after_sequence=after_sequence,
-            after_hash=after_hash,
-        )
+        chain = await verify_copy(connection, after_sequence=after_sequence, after_hash=after_hash)
     finally:
         if transaction is not None:
             await transaction.rollback()

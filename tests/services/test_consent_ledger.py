@@ -22,7 +22,13 @@ from sqlalchemy.exc import DBAPIError
 
 from services.consent import checkpoints, integrity
 from services.consent.jobs import write_checkpoint
-from services.consent.ledger import canonical, document, entry_hash, plain
+from services.consent.ledger import (
+    canonical,
+    document,
+    entry_hash,
+    plain,
+    reference_canonical,
+)
 from services.consent.models import WRITER_ROLE
 from shared.db import Database, asyncpg_dsn
 from tests.services.consent_support import (
@@ -79,6 +85,21 @@ async def test_decisions_form_one_dense_chain_that_verifies(
     assert result.chain.last_sequence >= sequences[-1]
 
 
+async def test_text_that_copy_and_json_escape_verifies(
+    api: httpx.AsyncClient, database_url: str, tmp_path: Path
+) -> None:
+    """Quotes, backslashes, tabs, newlines and non-ASCII in an entry survive the verifier's
+    COPY stream and JSON round trip."""
+    body = disclosure(
+        data_minimisation='Only "the concern"\tand\\attendance;\nnot Zoë\'s full record 😀',
+    )
+    response = await api.post("/v1/disclosures/decide", json=body, headers=SCHOOL_ASKS)
+    assert response.status_code == 200, response.text
+    result = await verify(database_url, tmp_path)
+    assert result.intact, result.first_broken
+    assert result.chain.last_sequence >= response.json()["ledger_sequence"]
+
+
 def test_the_canonical_form_is_fixed() -> None:
     """The hash input is specified, not whatever json.dumps does today: a verifier in another
     language must be able to rebuild it byte for byte."""
@@ -112,6 +133,8 @@ def test_the_canonical_form_is_fixed() -> None:
             '"to_agency":"mash","v":1}'
         ).encode()
     )
+    awkward = {"b": "é\u0001\n\t\"\\/\u2028\x7f😀", "a": [2**62, -1, {"z": "\u001f\b"}]}
+    assert canonical(awkward) == reference_canonical(awkward)
     with pytest.raises(TypeError):
         plain({"nested": [{"score": 0.5}]})
 
