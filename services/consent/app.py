@@ -19,6 +19,7 @@ from services.consent.models import plumbing
 from services.consent.settings import ConsentSettings
 from services.consent.writer import LedgerWriter
 from shared.clock import Clock
+from shared.db import Database
 from shared.service import ServiceDefinition, ServiceRuntime, create_service_app
 
 DEFINITION = ServiceDefinition(
@@ -70,14 +71,24 @@ def create_app(
         commits before the database goes)."""
         async with service_lifespan(app) as state:
             runtime: ServiceRuntime = app.state.runtime
+            # The writer's own small pool, without a ping per checkout: it is one round trip of
+            # every group commit, and the writer retries a batch whose connection broke.
+            ledger_database = Database(
+                settings.database_url,
+                pool_size=2,
+                application_name="threadline-consent-ledger",
+                role=settings.database_role,
+                pre_ping=False,
+            )
             writer = LedgerWriter(
-                runtime.database, runtime.clock.now, max_batch=settings.ledger_batch_max
+                ledger_database, runtime.clock.now, max_batch=settings.ledger_batch_max
             )
             app.state.ledger_writer = writer
             try:
                 yield state
             finally:
                 await writer.stop()
+                await ledger_database.dispose()
 
     app.router.lifespan_context = lifespan
     return app

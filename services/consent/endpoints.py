@@ -51,12 +51,12 @@ ConsentReader = Annotated[Principal, Depends(require_scope(WRITE_SCOPE, AUDIT_SC
 PageSize = Annotated[int, Query(ge=1, le=500)]
 
 
-def _writer(request: Request) -> LedgerWriter:
+async def _writer(request: Request) -> LedgerWriter:
     writer: LedgerWriter = request.app.state.ledger_writer
     return writer
 
 
-def _agreements(request: Request) -> Agreements:
+async def _agreements(request: Request) -> Agreements:
     agreements: Agreements = request.app.state.agreements
     return agreements
 
@@ -99,13 +99,14 @@ def _page(rows: list[Row[Any]], limit: int) -> LedgerPage:
 @router.post(
     "/disclosures/decide",
     summary="May this be disclosed? Decide, record the decision in the ledger, answer",
+    response_model=DisclosureDecision,
 )
 async def decide(
     body: DisclosureRequest,
     principal: Asker,
     writer: WriterDep,
     agreements: AgreementsDep,
-) -> DisclosureDecision:
+) -> Response:
     if not principal.has(DELEGATE_SCOPE) and (
         body.requester.agency != principal.agency
         or body.requester.organisation_code != principal.organisation_code
@@ -117,7 +118,8 @@ async def decide(
         )
     agreement = service.check_request(body, agreements, principal)
     result: DisclosureDecision = await writer.submit(service.Decide(body, agreement, principal))
-    return result
+    # Serialised here, once: the hot path of every disclosure in the partnership.
+    return Response(result.model_dump_json(), media_type="application/json")
 
 
 @router.post(

@@ -28,7 +28,7 @@ from enum import Enum
 from typing import Any
 
 import orjson
-from sqlalchemy import insert, select, text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.consent.models import ledger
@@ -204,12 +204,27 @@ def seal(draft: Draft, *, sequence: int, prev_hash: bytes, recorded_at: datetime
     return Entry(**columns, hash=entry_hash(**columns))
 
 
+INSERT_SQL = (
+    "INSERT INTO consent.ledger (sequence, entry_id, kind, recorded_at, subject_ids, from_agency, "
+    "to_agency, purpose, lawful_basis, outcome, consent_status, payload, prev_hash, hash) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+)
+
+
+async def driver_connection(session: AsyncSession) -> Any:
+    """The asyncpg connection under ``session``, inside its transaction (which must have
+    begun: call only after the session has executed a statement)."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    return raw.driver_connection
+
+
 @dataclass
 class Chain:
     """The head of the chain inside one transaction that holds the chain lock.
 
     ``add`` seals entries in memory (so a caller learns its sequence and hash at once);
-    ``flush`` inserts them in one statement.
+    ``flush`` inserts them in one pipelined round trip.
     """
 
     session: AsyncSession
@@ -220,12 +235,15 @@ class Chain:
 
     @classmethod
     async def lock(cls, session: AsyncSession, now: datetime) -> Chain:
-        """Take the chain lock (until the transaction ends) and read the head."""
-        await session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": CHAIN_LOCK_NAME}
+        """Take the chain lock (until the transaction ends) and read the head, in one round
+        trip (``consent.ledger_lock_head()``, migration 0003)."""
+        row = (await session.execute(text("SELECT * FROM consent.ledger_lock_head()"))).one()
+        return cls(
+            session=session,
+            head_sequence=int(row.head_sequence),
+            head_hash=bytes(row.head_hash),
+            now=now,
         )
-        sequence, hash_ = await head(session)
-        return cls(session=session, head_sequence=sequence, head_hash=hash_, now=now)
 
     def add(self, draft: Draft) -> Entry:
         entry = seal(
@@ -239,9 +257,32 @@ class Chain:
         return entry
 
     async def flush(self) -> None:
-        if self.pending:
-            await self.session.execute(insert(ledger), [entry.row() for entry in self.pending])
-            self.pending.clear()
+        if not self.pending:
+            return
+        raw = await driver_connection(self.session)
+        await raw.executemany(
+            INSERT_SQL,
+            [
+                (
+                    e.sequence,
+                    e.entry_id,
+                    e.kind,
+                    e.recorded_at,
+                    list(e.subject_ids),
+                    e.from_agency,
+                    e.to_agency,
+                    e.purpose,
+                    e.lawful_basis,
+                    e.outcome,
+                    e.consent_status,
+                    orjson.dumps(e.payload).decode("utf-8"),
+                    e.prev_hash,
+                    e.hash,
+                )
+                for e in self.pending
+            ],
+        )
+        self.pending.clear()
 
 
 async def head(session: AsyncSession) -> tuple[int, bytes]:

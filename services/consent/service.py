@@ -47,22 +47,6 @@ class InvalidRequest(DomainError):
         )
 
 
-def _view(record: ConsentRecord) -> decision.ConsentView:
-    return decision.ConsentView(
-        id=record.id,
-        subject_id=record.subject_id,
-        grantor_kind=record.grantor_kind,
-        child_competent=record.child_competent,
-        status=record.status,
-        data_categories=tuple(record.data_categories),
-        recipients=tuple(record.recipients),
-        purposes=tuple(record.purposes),
-        obtained_at=record.obtained_at,
-        expires_at=record.expires_at,
-        withdrawn_at=record.withdrawn_at,
-    )
-
-
 def check_request(
     request: DisclosureRequest, agreements: Agreements, principal: Principal
 ) -> Agreement:
@@ -110,10 +94,7 @@ class Decide:
 
     async def execute(self, batch: Batch) -> DisclosureDecision:
         request = self.request
-        consents = {
-            subject: [_view(record) for record in await batch.consents_of(subject)]
-            for subject in request.subject_ids
-        }
+        consents = {subject: await batch.consents_of(subject) for subject in request.subject_ids}
         verdict = decision.decide(request, self.agreement, consents, batch.now)
         payload: dict[str, Any] = {
             "requester": request.requester.model_dump(mode="json"),
@@ -328,6 +309,7 @@ class Withdraw:
         record.withdrawn_by_role = self.withdrawn_by.role
         record.withdrawal_reason = self.reason
         record.withdrawal_sequence = entry.sequence
+        batch.remember(record)
         await outbox.append(
             batch.session,
             plumbing,

@@ -21,11 +21,12 @@ from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.consent.ledger import Chain
+from services.consent.decision import ConsentView
+from services.consent.ledger import Chain, driver_connection
 from services.consent.models import ConsentRecord
+from shared.consumer import is_transient
 from shared.db import Database
 from shared.errors import DomainError
 from shared.logging import get_logger
@@ -33,36 +34,75 @@ from shared.logging import get_logger
 log = get_logger(__name__)
 
 
+PREFETCH_SQL = (
+    "SELECT id, subject_id, grantor_kind, child_competent, status, data_categories, recipients, "
+    "purposes, obtained_at, expires_at, withdrawn_at FROM consent.consent_records "
+    "WHERE subject_id = ANY($1::uuid[])"
+)
+
+
+def view_of(record: ConsentRecord) -> ConsentView:
+    return ConsentView(
+        id=record.id,
+        subject_id=record.subject_id,
+        grantor_kind=record.grantor_kind,
+        child_competent=record.child_competent,
+        status=record.status,
+        data_categories=tuple(record.data_categories),
+        recipients=tuple(record.recipients),
+        purposes=tuple(record.purposes),
+        obtained_at=record.obtained_at,
+        expires_at=record.expires_at,
+        withdrawn_at=record.withdrawn_at,
+    )
+
+
 @dataclass
 class Batch:
     """What the commands of one transaction share: the session, the chain head, the time, and
-    the consent records of their subjects (loaded once for the batch)."""
+    what the decisions need of their subjects' consent records (loaded once for the batch, and
+    kept current as commands of the batch record or withdraw consents)."""
 
     session: AsyncSession
     chain: Chain
     now: datetime
-    _consents: dict[UUID, list[ConsentRecord]] = field(default_factory=dict)
+    _consents: dict[UUID, list[ConsentView]] = field(default_factory=dict)
 
     async def prefetch(self, subject_ids: Iterable[UUID]) -> None:
-        missing = {subject for subject in subject_ids if subject not in self._consents}
+        missing = list({subject for subject in subject_ids if subject not in self._consents})
         if not missing:
             return
         for subject in missing:
             self._consents[subject] = []
-        records = await self.session.scalars(
-            select(ConsentRecord).where(ConsentRecord.subject_id.in_(missing))
-        )
-        for record in records:
-            self._consents[record.subject_id].append(record)
+        raw = await driver_connection(self.session)
+        for row in await raw.fetch(PREFETCH_SQL, missing):
+            self._consents[row["subject_id"]].append(
+                ConsentView(
+                    id=row["id"],
+                    subject_id=row["subject_id"],
+                    grantor_kind=row["grantor_kind"],
+                    child_competent=row["child_competent"],
+                    status=row["status"],
+                    data_categories=tuple(row["data_categories"]),
+                    recipients=tuple(row["recipients"]),
+                    purposes=tuple(row["purposes"]),
+                    obtained_at=row["obtained_at"],
+                    expires_at=row["expires_at"],
+                    withdrawn_at=row["withdrawn_at"],
+                )
+            )
 
-    async def consents_of(self, subject_id: UUID) -> list[ConsentRecord]:
+    async def consents_of(self, subject_id: UUID) -> list[ConsentView]:
         await self.prefetch([subject_id])
         return self._consents[subject_id]
 
     def remember(self, record: ConsentRecord) -> None:
-        """A record added in this batch: later commands of the batch see it."""
-        if record.subject_id in self._consents:
-            self._consents[record.subject_id].append(record)
+        """A record added or changed in this batch: later commands of the batch see it."""
+        views = self._consents.get(record.subject_id)
+        if views is None:
+            return
+        views[:] = [view for view in views if view.id != record.id]
+        views.append(view_of(record))
 
 
 class Command(Protocol):
@@ -140,8 +180,7 @@ class LedgerWriter:
 
     async def _commit(self, items: list[tuple[Command, asyncio.Future[Any]]]) -> None:
         try:
-            async with self.database.transaction() as session:
-                results = await run_batch(session, [command for command, _ in items], self.now())
+            results = await self._transaction(items)
         except Exception as error:
             if len(items) == 1:
                 _, future = items[0]
@@ -162,6 +201,19 @@ class LedgerWriter:
                 future.set_exception(result)
             else:
                 future.set_result(result)
+
+    async def _transaction(self, items: list[tuple[Command, asyncio.Future[Any]]]) -> list[Any]:
+        """One group commit; once more on a fresh connection if the connection broke (the pool
+        does not ping, so a connection the database dropped is found here)."""
+        for attempt in (1, 2):
+            try:
+                async with self.database.transaction() as session:
+                    return await run_batch(session, [command for command, _ in items], self.now())
+            except Exception as error:
+                if attempt == 2 or not is_transient(error):
+                    raise
+                log.warning("ledger.batch_retried", error=repr(error))
+        raise AssertionError("unreachable")
 
     async def stop(self) -> None:
         """Finish what is queued, then stop."""

@@ -165,6 +165,7 @@ def downgrade() -> None:
     op.execute(f'DROP TRIGGER IF EXISTS ledger_append_only ON "{SCHEMA}".ledger')
     op.execute(f'DROP TRIGGER IF EXISTS ledger_no_truncate ON "{SCHEMA}".ledger')
     op.execute(f'DROP FUNCTION IF EXISTS "{SCHEMA}".ledger_refuse_change()')
+    op.execute(f'DROP FUNCTION IF EXISTS "{SCHEMA}".ledger_lock_head()')
     op.drop_table("retention_actions", schema="consent")
     op.drop_index(
         "ix_ledger_subject_ids", table_name="ledger", schema="consent", postgresql_using="gin"
@@ -191,6 +192,23 @@ def _append_only_ledger() -> None:
         BEGIN
           RAISE EXCEPTION 'the consent ledger is append-only: % refused', TG_OP
             USING ERRCODE = 'insufficient_privilege';
+        END $$;
+        """
+    )
+    # The chain lock and the head in one round trip. VOLATILE: its SELECT takes a snapshot after
+    # the lock is held, so it sees every append committed before.
+    op.execute(
+        f"""
+        CREATE FUNCTION "{SCHEMA}".ledger_lock_head(OUT head_sequence bigint, OUT head_hash bytea)
+        LANGUAGE plpgsql VOLATILE AS $$
+        BEGIN
+          PERFORM pg_advisory_xact_lock(hashtext('threadline.consent.ledger'));
+          SELECT sequence, hash INTO head_sequence, head_hash
+            FROM "{SCHEMA}".ledger ORDER BY sequence DESC LIMIT 1;
+          IF head_sequence IS NULL THEN
+            head_sequence := 0;
+            head_hash := decode(repeat('00', 32), 'hex');
+          END IF;
         END $$;
         """
     )
