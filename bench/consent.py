@@ -34,6 +34,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 from joserfc import jwt
 from joserfc.jwk import OKPKey
 
@@ -163,6 +164,8 @@ async def bulk_load(url: str, count: int, subjects: list[uuid.UUID]) -> dict[str
             "DROP INDEX consent.ix_ledger_kind_recorded_at;"
             "ALTER TABLE consent.ledger DROP CONSTRAINT uq_ledger_entry_id"
         )
+        sample = _payload(subjects[0], 1)
+        assert plain(sample) == sample, "bench payloads must be plain JSON (what the ledger hashes)"
         started = time.perf_counter()
         hashing = 0.0
         previous = GENESIS_HASH
@@ -173,7 +176,7 @@ async def bulk_load(url: str, count: int, subjects: list[uuid.UUID]) -> dict[str
             records = []
             for sequence in range(base + 1, min(count, base + COPY_CHUNK) + 1):
                 subject = subjects[sequence % len(subjects)]
-                payload = plain(_payload(subject, sequence))
+                payload = _payload(subject, sequence)  # plain JSON types already
                 columns: dict[str, Any] = {
                     "sequence": sequence,
                     "entry_id": uuid.uuid4(),
@@ -193,7 +196,7 @@ async def bulk_load(url: str, count: int, subjects: list[uuid.UUID]) -> dict[str
                 records.append(
                     (
                         *[columns[name] for name in COLUMNS[:11]],
-                        json.dumps(payload),
+                        orjson.dumps(payload).decode("utf-8"),
                         previous,
                         digest,
                     )
