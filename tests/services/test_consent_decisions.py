@@ -416,3 +416,47 @@ def test_an_agreement_out_of_force_refuses() -> None:
     verdict = decision.decide(request, _agreement(), {}, datetime(2027, 6, 1, tzinfo=UTC))
     assert verdict.outcome is Outcome.DO_NOT_SHARE
     assert "in force" in verdict.reasons[0]
+
+
+async def test_two_writers_as_two_replicas_keep_one_unbroken_chain(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Each replica runs its own group-commit writer; the chain lock interleaves their batches."""
+    from services.consent import agreements as agreements_module
+    from services.consent.models import WRITER_ROLE
+    from services.consent.service import Decide
+    from services.consent.settings import REPO_ROOT
+    from services.consent.writer import LedgerWriter
+    from shared.auth import Principal
+    from tests.services.test_consent_ledger import verify
+
+    sharing = agreements_module.load(REPO_ROOT / "config" / "consent" / "agreements.toml")
+    agreement = sharing.get("demo-mash-isa-2026")
+    assert agreement is not None
+    principal = Principal("client-100001", "test", "100001", "school", frozenset(), None)
+    databases = [Database(database_url, role=WRITER_ROLE, pre_ping=False) for _ in range(2)]
+    writers = [LedgerWriter(db, lambda: datetime.now(UTC), max_batch=20) for db in databases]
+    try:
+        results = await asyncio.gather(
+            *(
+                writers[n % 2].submit(
+                    Decide(DisclosureRequest.model_validate(disclosure()), agreement, principal)
+                )
+                for n in range(300)
+            )
+        )
+    finally:
+        for writer in writers:
+            await writer.stop()
+        for db in databases:
+            await db.dispose()
+    sequences = sorted(result.ledger_sequence for result in results)
+    assert len(set(sequences)) == 300
+    assert all(writer.batches > 1 for writer in writers)
+    checkpoints_key = tmp_path / "checkpoint-key.pem"
+    from services.consent import checkpoints
+
+    checkpoints.load_or_create_signing_key(checkpoints_key, create=True)
+    result = await verify(database_url, tmp_path)
+    assert result.intact, result.first_broken
+    assert result.chain.last_sequence >= sequences[-1]
