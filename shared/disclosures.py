@@ -161,6 +161,10 @@ class DisclosureRequest(Strict):
     data_minimisation: Rationale
     agreement_id: Slug
     decided_by: Person
+    approved_by: Person | None = Field(
+        default=None,
+        description="A manager's approval, where the partnership's policy requires one",
+    )
     override: Override | None = None
 
     def problems(self) -> list[tuple[str, str]]:

@@ -78,6 +78,7 @@ class ConsentScope:
 class Agreements:
     by_id: dict[str, Agreement]
     override_requires_manager_approval: bool
+    special_category_requires_manager_approval: bool
     referral_consent: ConsentScope
 
     def get(self, agreement_id: str) -> Agreement | None:
@@ -146,6 +147,9 @@ def parse(document: dict[str, Any]) -> Agreements:
         by_id=agreements,
         override_requires_manager_approval=bool(
             policy.get("override_requires_manager_approval", True)
+        ),
+        special_category_requires_manager_approval=bool(
+            policy.get("special_category_requires_manager_approval", False)
         ),
         referral_consent=ConsentScope(
             data_categories=tuple(sorted(_strings(scope, "data_categories", "referral_consent"))),

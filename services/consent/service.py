@@ -75,6 +75,23 @@ def check_request(
             problems.append(
                 ("override.approved_by", "must be someone other than the person deciding")
             )
+    if (
+        request.special_category
+        and agreements.special_category_requires_manager_approval
+        and request.approved_by is None
+    ):
+        problems.append(
+            (
+                "approved_by",
+                "is required: the partnership's policy is that a manager approves every "
+                "disclosure of special-category data",
+            )
+        )
+    elif (
+        request.approved_by is not None
+        and request.approved_by.name.casefold() == request.decided_by.name.casefold()
+    ):
+        problems.append(("approved_by", "must be someone other than the person deciding"))
     if problems:
         raise InvalidRequest(problems)
     assert agreement is not None
@@ -130,6 +147,9 @@ class Decide:
                 "retention": self.agreement.retention,
             },
             "decided_by": request.decided_by.model_dump(mode="json"),
+            "approved_by": None
+            if request.approved_by is None
+            else request.approved_by.model_dump(mode="json"),
             "override": None
             if request.override is None
             else request.override.model_dump(mode="json"),

@@ -460,3 +460,32 @@ async def test_two_writers_as_two_replicas_keep_one_unbroken_chain(
     result = await verify(database_url, tmp_path)
     assert result.intact, result.first_broken
     assert result.chain.last_sequence >= sequences[-1]
+
+
+async def test_a_partnership_may_require_a_managers_approval_for_special_category_data(
+    database_url: str, bootstrap: str, tmp_path: Path, database: Database
+) -> None:
+    from services.consent.settings import REPO_ROOT
+
+    config = (REPO_ROOT / "config" / "consent" / "agreements.toml").read_text()
+    strict = tmp_path / "agreements.toml"
+    strict.write_text(
+        config.replace(
+            "special_category_requires_manager_approval = false",
+            "special_category_requires_manager_approval = true",
+        )
+    )
+    health = disclosure(
+        data_categories=["health"],
+        special_category=True,
+        article9_condition="health_social_care",
+        schedule1_condition="part1_para2_health_social_care",
+    )
+    app = consent_app(database_url, bootstrap, tmp_path, agreements_file=str(strict))
+    async with serving(app) as api:
+        refused = await api.post("/v1/disclosures/decide", json=health, headers=SCHOOL_ASKS)
+        assert refused.status_code == 422
+        assert [e["field"] for e in refused.json()["errors"]] == ["approved_by"]
+        answer = await decide(api, {**health, "approved_by": APPROVER})
+        assert answer["decision"] == "share"
+    assert (await entry(database, answer["ledger_sequence"]))["payload"]["approved_by"] == APPROVER

@@ -133,7 +133,7 @@ def test_the_canonical_form_is_fixed() -> None:
             '"to_agency":"mash","v":1}'
         ).encode()
     )
-    awkward = {"b": "é\u0001\n\t\"\\/\u2028\x7f😀", "a": [2**62, -1, {"z": "\u001f\b"}]}
+    awkward = {"b": 'é\u0001\n\t"\\/\u2028\x7f😀', "a": [2**62, -1, {"z": "\u001f\b"}]}
     assert canonical(awkward) == reference_canonical(awkward)
     with pytest.raises(TypeError):
         plain({"nested": [{"score": 0.5}]})
