@@ -401,6 +401,8 @@ def _serve(stack: Stack, issuers: str, workers: int) -> subprocess.Popen[bytes]:
         "THREADLINE_LOG_LEVEL": "WARNING",
         "THREADLINE_CONSENT_CHECKPOINT_DIR": str(stack.state_dir / "checkpoints"),
         "THREADLINE_CONSENT_CHECKPOINT_KEY_FILE": str(stack.state_dir / "checkpoint-key.pem"),
+        "THREADLINE_CONSENT_AGREEMENTS_FILE": str(REPO_ROOT / "config/consent/agreements.toml"),
+        "THREADLINE_CONSENT_RETENTION_FILE": str(REPO_ROOT / "config/consent/retention.toml"),
         "PYTHONPATH": str(REPO_ROOT),
     }
     stack.log_dir.mkdir(parents=True, exist_ok=True)

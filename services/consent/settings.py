@@ -8,22 +8,21 @@ from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
 
 class ConsentSettings(ServiceSettings):
     service_name: ClassVar[str] = "consent"
     default_port: ClassVar[int] = 8102
     model_config = SettingsConfigDict(env_prefix="THREADLINE_CONSENT_", extra="ignore")
 
+    # Relative paths are from the working directory (the repository locally, /app in the image).
     # The partnership's information sharing agreements and consent scope (TOML).
-    agreements_file: str = str(REPO_ROOT / "config" / "consent" / "agreements.toml")
+    agreements_file: str = "config/consent/agreements.toml"
     # How long each type of record is kept (TOML).
-    retention_file: str = str(REPO_ROOT / "config" / "consent" / "retention.toml")
+    retention_file: str = "config/consent/retention.toml"
     # Signed checkpoints of the ledger head: a directory outside the database (in production,
     # storage the database's administrators cannot rewrite), and the Ed25519 key that signs them.
-    checkpoint_dir: str = str(REPO_ROOT / "var" / "consent" / "checkpoints")
-    checkpoint_key_file: str = str(REPO_ROOT / "var" / "consent" / "checkpoint-signing-key.pem")
+    checkpoint_dir: str = "var/consent/checkpoints"
+    checkpoint_key_file: str = "var/consent/checkpoint-signing-key.pem"
     checkpoint_interval_seconds: float = Field(default=300.0, gt=0)
     retention_interval_seconds: float = Field(default=86_400.0, gt=0)
     # Group commit: the most decisions one ledger transaction takes.

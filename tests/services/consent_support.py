@@ -13,6 +13,7 @@ import asyncpg
 import httpx
 from fastapi import FastAPI
 
+from deploy.local.stack import REPO_ROOT
 from services.consent.app import create_app
 from shared.db import asyncpg_dsn
 from tests.support.apps import consent_settings, serving
@@ -41,9 +42,14 @@ DPO = bearer(
 
 
 def consent_app(database_url: str, bootstrap: str, tmp: Path, **overrides: Any) -> FastAPI:
+    overrides = {
+        "agreements_file": str(REPO_ROOT / "config" / "consent" / "agreements.toml"),
+        **overrides,
+    }
     settings = consent_settings(
         database_url,
         bootstrap,
+        retention_file=str(REPO_ROOT / "config" / "consent" / "retention.toml"),
         checkpoint_dir=str(tmp / "checkpoints"),
         checkpoint_key_file=str(tmp / "checkpoint-key.pem"),
         **overrides,

@@ -422,10 +422,10 @@ async def test_two_writers_as_two_replicas_keep_one_unbroken_chain(
     database_url: str, tmp_path: Path
 ) -> None:
     """Each replica runs its own group-commit writer; the chain lock interleaves their batches."""
+    from deploy.local.stack import REPO_ROOT
     from services.consent import agreements as agreements_module
     from services.consent.models import WRITER_ROLE
     from services.consent.service import Decide
-    from services.consent.settings import REPO_ROOT
     from services.consent.writer import LedgerWriter
     from shared.auth import Principal
     from tests.services.test_consent_ledger import verify
@@ -465,7 +465,7 @@ async def test_two_writers_as_two_replicas_keep_one_unbroken_chain(
 async def test_a_partnership_may_require_a_managers_approval_for_special_category_data(
     database_url: str, bootstrap: str, tmp_path: Path, database: Database
 ) -> None:
-    from services.consent.settings import REPO_ROOT
+    from deploy.local.stack import REPO_ROOT
 
     config = (REPO_ROOT / "config" / "consent" / "agreements.toml").read_text()
     strict = tmp_path / "agreements.toml"

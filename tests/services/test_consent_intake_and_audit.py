@@ -168,6 +168,8 @@ async def test_the_dpo_audits_decisions_overrides_and_withdrawals_without_narrat
             },
         )
     )
+    shared_with_consent = await decide(disclosure([given], consent={"sought": True}))
+    assert shared_with_consent["consent_status"] == "given"
     response = await api.post(
         f"/v1/consents/{withdrawn['id']}/withdraw",
         json={"withdrawn_by": {"name": "P Parent", "role": "father"}, "reason": "changed mind"},
@@ -183,8 +185,14 @@ async def test_the_dpo_audits_decisions_overrides_and_withdrawals_without_narrat
 
     listed = (await dpo("/v1/dpo/decisions", subject_id=str(child))).json()["items"]
     assert [item["entry_id"] for item in listed] == [without["decision_id"]]
-    no_consent = (await dpo("/v1/dpo/decisions", without_consent="true", limit=500)).json()
-    assert without["decision_id"] in {item["entry_id"] for item in no_consent["items"]}
+    no_consent = (
+        await dpo("/v1/dpo/decisions", without_consent="true", subject_id=str(child))
+    ).json()
+    assert [item["entry_id"] for item in no_consent["items"]] == [without["decision_id"]]
+    with_consent = (
+        await dpo("/v1/dpo/decisions", without_consent="true", subject_id=str(given))
+    ).json()
+    assert with_consent["items"] == []  # its share had consent; the later one was refused
     overrides = (await dpo("/v1/dpo/decisions", overridden="true", subject_id=str(refused))).json()
     [item] = overrides["items"]
     assert item["entry_id"] == override["decision_id"]
