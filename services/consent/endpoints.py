@@ -35,7 +35,7 @@ from services.consent.writer import LedgerWriter
 from shared.auth import Principal, require_scope
 from shared.disclosures import DisclosureDecision, DisclosureRequest
 from shared.errors import DomainError, NotFound
-from shared.service import SessionDep
+from shared.service import ClockDep, SessionDep
 
 router = APIRouter(prefix="/v1", tags=["consent"])
 
@@ -128,7 +128,7 @@ async def decide(
     summary="Record a consent, a refusal, or that consent was not sought (and why)",
 )
 async def record_consent(
-    body: ConsentCreate, principal: Recorder, writer: WriterDep, response: Response
+    body: ConsentCreate, principal: Recorder, writer: WriterDep, response: Response, clock: ClockDep
 ) -> ConsentOut:
     problems: list[tuple[str, str]] = []
     if body.grantor_kind == "child" and body.child_competent is None:
@@ -137,7 +137,7 @@ async def record_consent(
         problems.append(("why_not_sought", "is required when consent was not sought"))
     if body.obtained_at.tzinfo is None:
         problems.append(("obtained_at", "must carry a time zone"))
-    elif body.obtained_at > datetime.now(UTC):
+    elif body.obtained_at > clock.now():
         problems.append(("obtained_at", "must not be in the future"))
     if body.expires_at is not None and body.expires_at <= body.obtained_at:
         problems.append(("expires_at", "must be after obtained_at"))
