@@ -51,9 +51,16 @@ def load_or_create_signing_key(path: Path, *, create: bool) -> Ed25519PrivateKey
     key = Ed25519PrivateKey.generate()
     path.parent.mkdir(parents=True, exist_ok=True)
     pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "wb") as handle:
         handle.write(pem)
+    try:
+        os.link(temporary, path)  # another worker may have made it first: theirs is the key
+    except FileExistsError:
+        return load_or_create_signing_key(path, create=False)
+    finally:
+        temporary.unlink(missing_ok=True)
     return key
 
 
