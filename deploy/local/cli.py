@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -133,6 +134,22 @@ def cmd_seed_demo(_: argparse.Namespace) -> int:
     return 0
 
 
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """The shared listening socket of several workers, made with ``IPPROTO_TCP``.
+
+    uvicorn makes its own with protocol 0. The workers rebuild the socket with that protocol, and
+    asyncio then leaves TCP_NODELAY off (it checks the protocol). A response written in two parts
+    then waits for the client's delayed ACK: measured, every request took about 45 ms with two
+    workers against under 1 ms with one.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -152,9 +169,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # Several processes share the port. Each runs the service's workers too, which is safe:
         # one relay leads per schema, timers are claimed with SKIP LOCKED, and consumers share
         # their group's partitions.
-        uvicorn.run(
+        from uvicorn.supervisors import Multiprocess
+
+        config = uvicorn.Config(
             f"{module.__name__}:create_app", factory=True, workers=settings.workers, **options
         )
+        Multiprocess(config, sockets=[_listening_socket(settings.host, settings.port)]).run()
     else:
         uvicorn.run(app, **options)
     return 0
