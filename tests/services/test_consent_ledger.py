@@ -383,3 +383,17 @@ async def test_threadline_ledger_verify_names_the_entry_and_fails(
     assert broken.returncode == 1
     assert f"first entry that does not hold: {target}" in broken.stdout
     assert os.path.isdir(tmp_path / "checkpoints")
+
+
+def test_a_row_the_verifier_cannot_read_is_a_break_not_a_crash() -> None:
+    from services.consent.ledger import MalformedRow, parse_copy_row
+
+    with pytest.raises(MalformedRow):
+        parse_copy_row(b"1\tonly-two-columns")
+    row = parse_copy_row(
+        b"3\te\tk\t2026-01-01T00:00:00.000000Z\ta,b\t\\N\tmash\tp\tl\to\tc\t"
+        b'{"x": "a\\\\"b"}\t' + b"00" * 32 + b"\t" + b"11" * 32
+    )
+    assert row[0] == 3 and row[4] == ["a", "b"] and row[5] is None
+    assert row[11] == '{"x": "a\\"b"}'
+    assert row[12] == bytes(32) and row[13] == bytes([0x11]) * 32
