@@ -235,9 +235,9 @@ async def test_a_withdrawal_is_announced_and_every_later_decision_honours_it(
     async with database.transaction() as session:
         events = (
             await session.execute(
-                select(plumbing.outbox.c.event_type, plumbing.outbox.c.data).where(
-                    plumbing.outbox.c.partition_key == str(child)
-                )
+                select(plumbing.outbox.c.event_type, plumbing.outbox.c.data)
+                .where(plumbing.outbox.c.partition_key == str(child))
+                .order_by(plumbing.outbox.c.seq)
             )
         ).all()
     kinds = [kind for kind, _ in events]
