@@ -437,12 +437,18 @@ async def _open_loop(
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     latencies: list[float] = []
     failures = 0
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
 
         async def one(body: str, due: float) -> None:
             nonlocal failures
-            response = await client.post("/v1/disclosures/decide", content=body, headers=headers)
+            try:
+                response = await client.post(
+                    "/v1/disclosures/decide", content=body, headers=headers
+                )
+            except httpx.HTTPError:
+                failures += 1
+                return
             if response.status_code == 200:
                 latencies.append(time.perf_counter() - due)
             else:
