@@ -54,7 +54,7 @@ BASE = int(os.environ.get("THREADLINE_BENCH_CONSENT_PORT_BASE", 54410))
 ENTRIES = int(os.environ.get("THREADLINE_BENCH_CONSENT_ENTRIES", 10_000_000))
 QUICK_ENTRIES = 200_000
 # The offered rate at which decide latency is measured (open loop).
-RATE = float(os.environ.get("THREADLINE_BENCH_CONSENT_RATE", 200))
+RATE = float(os.environ.get("THREADLINE_BENCH_CONSENT_RATE", 50))
 # Keep the loaded ledger of an earlier run (var/bench-consent) and measure again on it.
 REUSE = os.environ.get("THREADLINE_BENCH_CONSENT_REUSE") == "1"
 SUBJECT_POOL = 500_000
