@@ -35,7 +35,8 @@ ENV PATH=/opt/threadline/bin:$PATH \
     THREADLINE_HOST=0.0.0.0
 RUN groupadd --system --gid 10001 threadline \
  && useradd --system --uid 10001 --gid threadline --no-log-init \
-        --home-dir /home/threadline --create-home --shell /usr/sbin/nologin threadline
+        --home-dir /home/threadline --create-home --shell /usr/sbin/nologin threadline \
+ && install -d -o threadline -g threadline -m 0700 /var/lib/threadline/consent
 COPY --from=build /opt/threadline /opt/threadline
 # Runtime data files that are not Python packages (e.g. config/calendars/*.toml,
 # read through THREADLINE_CALENDAR_FILE). Owned by root: read-only for the app.

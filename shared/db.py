@@ -39,14 +39,29 @@ def asyncpg_dsn(url: str) -> str:
 class Database:
     """One engine per process and service; sessions are opened per unit of work."""
 
-    def __init__(self, url: str, *, pool_size: int = 5, application_name: str = "threadline"):
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 5,
+        application_name: str = "threadline",
+        role: str | None = None,
+        pre_ping: bool = True,
+    ):
+        """``role``: a (NOLOGIN) role every connection assumes at startup, so the process runs
+        with that role's privileges even when it logs in as a more powerful user.
+        ``pre_ping``: test each connection as it leaves the pool (one round trip more per
+        transaction; a hot path that retries a failed transaction itself can turn it off)."""
         self.url = url
+        server_settings = {"application_name": application_name}
+        if role is not None:
+            server_settings["role"] = role
         self.engine: AsyncEngine = create_async_engine(
             url,
             pool_size=pool_size,
             max_overflow=pool_size,
-            pool_pre_ping=True,
-            connect_args={"server_settings": {"application_name": application_name}},
+            pool_pre_ping=pre_ping,
+            connect_args={"server_settings": server_settings},
         )
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
 

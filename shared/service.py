@@ -49,6 +49,9 @@ class ServiceDefinition:
     routers: Sequence[APIRouter] = ()
     consumers: HandlerRegistry | None = None
     timer_handlers: dict[str, TimerHandler] = field(default_factory=dict)
+    # The database role the service's connections assume (e.g. one that may only append to a
+    # ledger); None runs with the login user's own privileges.
+    database_role: str | None = None
 
 
 class ServiceRuntime:
@@ -68,7 +71,9 @@ class ServiceRuntime:
         self.settings = settings
         self.clock = clock
         self.database = Database(
-            settings.database_url, application_name=f"threadline-{definition.name}"
+            settings.database_url,
+            application_name=f"threadline-{definition.name}",
+            role=definition.database_role,
         )
         self.producer: AIOKafkaProducer | None = None
         self.relay: OutboxRelay | None = None

@@ -135,6 +135,11 @@ class Stack:
         env["THREADLINE_IDENTITY_SIGNING_KEY_FILE"] = str(
             self.state_dir / "identity" / "signing-key.pem"
         )
+        # Each stack signs its own consent ledger's checkpoints, kept beside its own database.
+        env["THREADLINE_CONSENT_CHECKPOINT_DIR"] = str(self.state_dir / "consent" / "checkpoints")
+        env["THREADLINE_CONSENT_CHECKPOINT_KEY_FILE"] = str(
+            self.state_dir / "consent" / "checkpoint-signing-key.pem"
+        )
         env["THREADLINE_AUTH_ISSUERS"] = json.dumps(
             [{"issuer": issuer, "jwks_uri": f"{issuer}/jwks.json"}]
         )
