@@ -92,7 +92,7 @@ def score_candidates(
                 best[left] = max(best[left], probability)
                 best[right] = max(best[right], probability)
                 continue
-            reason = conflict(a, prepared[right], levels)
+            reason = conflict(a, prepared[right], levels, model.known_given)
             if method is not None:
                 band = Band.LINK
             elif reason is not None:
@@ -180,14 +180,17 @@ class _Clusters:
 
 
 def cluster(
-    prepared: Sequence[Prepared], edges: Sequence[Edge], best: Sequence[float]
+    prepared: Sequence[Prepared],
+    edges: Sequence[Edge],
+    best: Sequence[float],
+    known: frozenset[str] = frozenset(),
 ) -> tuple[list[int], list[float]]:
     """Each record's cluster (the index of a representative record) and the probability of the
     link that joined it (for a record on its own, the best probability it had to anyone)."""
     clusters = _Clusters(len(prepared))
     probability = list(best)
     joined = [False] * len(prepared)
-    ambiguous = _ambiguous(prepared, edges)
+    ambiguous = _ambiguous(prepared, edges, known)
     links = sorted(
         (
             edge
@@ -203,14 +206,16 @@ def cluster(
         if a == b:
             _note(probability, joined, edge)
             continue
-        if _conflicting(prepared, clusters.group(a), clusters.group(b)):
+        if _conflicting(prepared, clusters.group(a), clusters.group(b), known):
             continue
         clusters.join(a, b)
         _note(probability, joined, edge)
     return [clusters.find(index) for index in range(len(prepared))], probability
 
 
-def _ambiguous(prepared: Sequence[Prepared], edges: Sequence[Edge]) -> set[int]:
+def _ambiguous(
+    prepared: Sequence[Prepared], edges: Sequence[Edge], known: frozenset[str]
+) -> set[int]:
     """Records that would link to two records which must not be one person: a "Baby Smith"
     that fits both twins, a record without a date of birth that fits a mother and the daughter
     who shares her name. Linking them to either could be the wrong one; they are left apart
@@ -224,17 +229,19 @@ def _ambiguous(prepared: Sequence[Prepared], edges: Sequence[Edge]) -> set[int]:
     for record, others in partners.items():
         if len(others) < 2 or len(others) > 60:
             continue
-        if _conflicting_within(prepared, others):
+        if _conflicting_within(prepared, others, known):
             found.add(record)
     return found
 
 
-def _conflicting_within(prepared: Sequence[Prepared], members: list[int]) -> bool:
+def _conflicting_within(
+    prepared: Sequence[Prepared], members: list[int], known: frozenset[str]
+) -> bool:
     for x, left in enumerate(members):
         a = prepared[left]
         for right in members[x + 1 :]:
             b = prepared[right]
-            if conflict(a, b, cmp.levels(a, b)) is not None:
+            if conflict(a, b, cmp.levels(a, b), known) is not None:
                 return True
     return False
 
@@ -246,14 +253,16 @@ def _note(probability: list[float], joined: list[bool], edge: Edge) -> None:
             joined[index] = True
 
 
-def _conflicting(prepared: Sequence[Prepared], left: list[int], right: list[int]) -> bool:
+def _conflicting(
+    prepared: Sequence[Prepared], left: list[int], right: list[int], known: frozenset[str]
+) -> bool:
     if len(left) * len(right) > MAX_CLUSTER_CHECK:
         return True  # an implausibly large person: do not grow it further automatically
     for x in left:
         a = prepared[x]
         for y in right:
             b = prepared[y]
-            if conflict(a, b, cmp.levels(a, b)) is not None:
+            if conflict(a, b, cmp.levels(a, b), known) is not None:
                 return True
     return False
 
@@ -266,4 +275,4 @@ def link(
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[int], list[float]]:
     edges, best = score_all(prepared, model, workers=workers, progress=progress)
-    return cluster(prepared, edges, best)
+    return cluster(prepared, edges, best, model.known_given)

@@ -40,10 +40,23 @@ def _same_given(a: str, b: str) -> bool:
     return a == b or names.nickname_related(a, b) or _close(a, b)
 
 
+def _swapped_one_way(a: Prepared, b: Prepared) -> bool:
+    if not (a.given == b.family or a.given in b.family_tokens):
+        return False
+    return any(_same_given(part, b.given) for part in a.family_tokens)
+
+
 def _swapped(a: Prepared, b: Prepared) -> bool:
-    """Given and family names written the other way round on one of the records."""
-    return (a.given == b.family and _same_given(a.family, b.given)) or (
-        b.given == a.family and _same_given(b.family, a.given)
+    """Given and family names written the other way round on one of the records (a
+    double-barrelled or hyphenated part counts)."""
+    return _swapped_one_way(a, b) or _swapped_one_way(b, a)
+
+
+@lru_cache(maxsize=200_000)
+def _nickname_close(a: str, b: str) -> bool:
+    """A nickname with a typo ("Ahlfie" for Alfie, so for Alfred)."""
+    return any(_close(variant, b) for variant in names.nickname_variants(a)) or any(
+        _close(variant, a) for variant in names.nickname_variants(b)
     )
 
 
@@ -54,7 +67,7 @@ def given_name(a: Prepared, b: Prepared) -> int:
         return 0
     if _swapped(a, b):
         return 1
-    if names.nickname_related(a.given, b.given):
+    if names.nickname_related(a.given, b.given) or _nickname_close(a.given, b.given):
         return 2
     if (
         set(a.given_tokens) & set(b.given_tokens)

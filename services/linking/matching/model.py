@@ -121,6 +121,7 @@ class LinkageModel:
                     for value, freq in table.items()
                 }
             )
+        self.known_given = known_names(self.tf)
         self._tf_default = [
             math.log2(max(self.m[i][0], 1e-12) / max(self.u[i][0], 1e-12))
             for i in range(len(cmp.COMPARISONS))
@@ -160,7 +161,7 @@ class LinkageModel:
             probability=probability_of(weight),
             levels=levels,
             deterministic=deterministic(levels),
-            conflict=conflict(a, b, levels),
+            conflict=conflict(a, b, levels, self.known_given),
         )
 
     def evidence(self, a: Prepared, levels: tuple[int, ...]) -> list[FieldEvidence]:
@@ -260,8 +261,25 @@ GENERATION_GAP_DAYS: Final = 3 * 365  # exact dates of birth this far apart: not
 PREGNANCY_GAP_DAYS: Final = 300  # an expected date this far from a birth: another pregnancy
 
 
-def conflict(a: Prepared, b: Prepared, levels: tuple[int, ...]) -> str | None:
-    """Why these two records must never be linked automatically, or None."""
+GIVEN_SIMILAR: Final = 4  # levels from here on: similar-looking or sounding, or different
+KNOWN_NAME_FREQUENCY: Final = 3e-5  # a given name seen this often is a real name, not a typo
+
+
+def known_names(tf: dict[str, dict[str, float]]) -> frozenset[str]:
+    """Given names common enough to be real names rather than someone's typing."""
+    return frozenset(
+        name for name, share in tf.get("given", {}).items() if share >= KNOWN_NAME_FREQUENCY
+    )
+
+
+def conflict(
+    a: Prepared, b: Prepared, levels: tuple[int, ...], known: frozenset[str] = frozenset()
+) -> str | None:
+    """Why these two records must never be linked automatically, or None.
+
+    ``known`` holds the given names common enough to be real names: twins called Ava and Eva,
+    or Jack and Jake, look like a typo of one name, but two real names are two children.
+    """
     if levels[cmp.DOB] == DOB_DIFFERENT:
         if a.dob is not None and b.dob is not None:
             if abs((a.dob - b.dob).days) > GENERATION_GAP_DAYS:
@@ -274,7 +292,14 @@ def conflict(a: Prepared, b: Prepared, levels: tuple[int, ...]) -> str | None:
         return "different valid NHS numbers"
     if levels[cmp.UPN] == 1:
         return "different permanent UPNs"
-    if levels[cmp.GIVEN] == GIVEN_DIFFERENT:
+    given_level = levels[cmp.GIVEN]
+    two_real_names = (
+        given_level >= GIVEN_SIMILAR
+        and given_level != GIVEN_DIFFERENT
+        and a.given in known
+        and b.given in known
+    )
+    if given_level == GIVEN_DIFFERENT or two_real_names:
         if levels[cmp.NHS] == 0 or levels[cmp.UPN] == 0:
             if levels[cmp.DOB] == DOB_DIFFERENT:
                 return "a shared identifier, but given name and date of birth both differ"

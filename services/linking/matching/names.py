@@ -281,6 +281,13 @@ def nickname_related(a: str, b: str) -> bool:
     return bool(groups_b and groups_a & groups_b)
 
 
+@lru_cache(maxsize=50_000)
+def nickname_variants(given: str) -> frozenset[str]:
+    """Every name in every nickname group of ``given`` (itself excluded)."""
+    groups = _NICKNAMES.get(given, frozenset())
+    return frozenset(name for index in groups for name in NICKNAME_GROUPS[index]) - {given}
+
+
 @lru_cache(maxsize=200_000)
 def canonical(given: str) -> str:
     """The formal form of a given name for blocking ("LIZ" → "ELIZABETH"); itself if unknown."""

@@ -30,6 +30,7 @@ from services.linking.matching.model import (
     LinkageModel,
     Thresholds,
     conflict,
+    known_names,
 )
 from services.linking.matching.records import Prepared, prepare
 
@@ -51,7 +52,10 @@ def estimate_u(prepared: Sequence[Prepared], pairs: int, rng: random.Random) -> 
 
 
 def blocked_patterns(
-    prepared: Sequence[Prepared], key: Callable[[Prepared], str | None], max_block: int = 200
+    prepared: Sequence[Prepared],
+    key: Callable[[Prepared], str | None],
+    known: frozenset[str],
+    max_block: int = 200,
 ) -> Counter[Pattern]:
     blocks: dict[str, list[int]] = defaultdict(list)
     for index, record in enumerate(prepared):
@@ -66,7 +70,7 @@ def blocked_patterns(
             for right in members[x + 1 :]:
                 a, b = prepared[left], prepared[right]
                 levels = cmp.levels(a, b)
-                patterns[(levels, conflict(a, b, levels) is not None)] += 1
+                patterns[(levels, conflict(a, b, levels, known) is not None)] += 1
     return patterns
 
 
@@ -136,12 +140,14 @@ def train(
     thresholds: Thresholds | None = None,
 ) -> LinkageModel:
     rng = random.Random(seed)
+    tf = term_frequencies(prepared)
+    known = known_names(tf)
     u = estimate_u(prepared, u_pairs, rng)
     m = _starting_m()
     all_fields = set(range(len(cmp.COMPARISONS)))
     estimates: dict[int, list[list[float]]] = defaultdict(list)
     # Session 1: same date of birth; estimates everything else (names, swaps, nicknames).
-    s1 = blocked_patterns(prepared, lambda r: r.dob_text or None)
+    s1 = blocked_patterns(prepared, lambda r: r.dob_text or None, known)
     fields1 = all_fields - {cmp.DOB}
     m1, share1 = expectation_maximisation(s1, m, u, fields1)
     for index in fields1:
@@ -149,7 +155,7 @@ def train(
     # Session 2: same family name and postcode; estimates the date of birth, including an
     # unborn child's expected date (which a block on given names would never see).
     s2 = blocked_patterns(
-        prepared, lambda r: f"{r.family}|{r.postcode}" if r.family and r.postcode else None
+        prepared, lambda r: f"{r.family}|{r.postcode}" if r.family and r.postcode else None, known
     )
     fields2 = all_fields - {cmp.FAMILY, cmp.RESIDENCE}
     m2, _ = expectation_maximisation(s2, m1, u, fields2)
@@ -161,6 +167,7 @@ def train(
         lambda r: f"{names.phonetic(names.canonical(r.given))}|{r.family_phonetic}"
         if r.given and r.family
         else None,
+        known,
     )
     fields3 = all_fields - {cmp.GIVEN, cmp.FAMILY}
     m3, _ = expectation_maximisation(s3, m1, u, fields3)
@@ -174,7 +181,6 @@ def train(
     matches = share1 * pairs1 / max(final_m[cmp.DOB][0], 1e-6)
     n = len(prepared)
     prior = min(max(matches / (n * (n - 1) / 2), 1e-9), 0.5)
-    tf = term_frequencies(prepared)
     return LinkageModel(
         prior=prior,
         m=final_m,
