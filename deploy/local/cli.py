@@ -178,6 +178,31 @@ def cmd_events_doc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_link_file(args: argparse.Namespace) -> int:
+    from services.linking.linkfile import LinkFileError, link_file
+    from services.linking.matching.model import LinkageModel
+
+    model = LinkageModel.load(args.model).with_thresholds(args.link_threshold, None)
+    try:
+        summary = link_file(Path(args.input), Path(args.output), model=model, workers=args.workers)
+    except (LinkFileError, OSError, UnicodeDecodeError) as error:
+        print(f"link-file: {error}", file=sys.stderr)
+        return 2
+    for problem in summary.problems[: args.show_problems]:
+        print(
+            f"link-file: line {problem.line} (record {problem.record_id}): {problem.problem}",
+            file=sys.stderr,
+        )
+    hidden = len(summary.problems) - args.show_problems
+    if hidden > 0:
+        print(f"link-file: … and {hidden:,} more refused values", file=sys.stderr)
+    print(
+        f"linked {summary.records:,} records to {summary.persons:,} persons "
+        f"in {summary.seconds:.1f} s; wrote {args.output}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="threadline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -195,6 +220,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run one service (API and workers)")
     serve.add_argument("service", choices=SERVICES)
     serve.set_defaults(run=cmd_serve)
+    link = commands.add_parser(
+        "link-file", help="link a CSV of person records to persons (see docs/linking.md)"
+    )
+    link.add_argument("input", help="CSV: record_id, source, given_name, family_name, …")
+    link.add_argument("output", help="CSV written: record_id, person_id, match_probability")
+    link.add_argument("--model", type=Path, help="a trained model (default: the shipped one)")
+    link.add_argument("--link-threshold", type=float, help="auto-link probability")
+    link.add_argument("--workers", type=int, help="processes (default: the machine's cores)")
+    link.add_argument("--show-problems", type=int, default=50, help="refused values listed")
+    link.set_defaults(run=cmd_link_file)
     events = commands.add_parser("events-doc", help="render the event catalogue")
     events.add_argument("--write", metavar="PATH")
     events.add_argument("--check", metavar="PATH")
