@@ -24,7 +24,13 @@ from services.catalogue import SERVICES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-DEFAULT_PORTS = {"identity": 8100, "referrals": 8101, "consent": 8102, "notifications": 8103}
+DEFAULT_PORTS = {
+    "identity": 8100,
+    "referrals": 8101,
+    "consent": 8102,
+    "notifications": 8103,
+    "linking": 8104,
+}
 
 
 def _env_int(name: str, default: int) -> int:

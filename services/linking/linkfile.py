@@ -165,9 +165,9 @@ def link_file(
     with target.open("w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(("record_id", "person_id", "match_probability"))
-        for record, label, probability in zip(prepared, labels, probabilities, strict=True):
+        for ready, label, probability in zip(prepared, labels, probabilities, strict=True):
             person = person_ids.setdefault(label, f"person-{len(person_ids) + 1:07d}")
-            writer.writerow((record.record_id, person, f"{probability:.6f}"))
+            writer.writerow((ready.record_id, person, f"{probability:.6f}"))
     return LinkFileSummary(
         records=len(prepared),
         persons=len(person_ids),

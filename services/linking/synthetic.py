@@ -36,57 +36,62 @@ from shared.identifiers import nhs_check_digit, upn_check_letter
 
 TODAY = date(2026, 11, 1)
 
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
 # Ordered by popularity (ONS baby names and surname counts for England and Wales); the weights
 # come from a Zipf law over the rank, which is close to the real skew.
-BOYS = (
-    "OLIVER JACK HARRY GEORGE NOAH CHARLIE JACOB ALFIE FREDDIE OSCAR LEO MUHAMMAD ARCHIE THOMAS "
-    "JAMES JOSHUA HENRY WILLIAM MAX LUCAS ETHAN ARTHUR MASON ISAAC HARRISON TEDDY FINLEY "
-    "DANIEL RILEY EDWARD JOSEPH ALEXANDER ADAM REGGIE SAMUEL JAXON SEBASTIAN ELIJAH HARLEY "
-    "TOBY ARLO DYLAN JUDE BENJAMIN RORY TOMMY JAKE LOUIS CARTER JENSON HUGO BOBBY FRANKIE "
-    "OLLIE ZACHARY DAVID ALBIE LEWIS LUCA RONNIE JACKSON MATTHEW ALEX HARVEY REUBEN JAYDEN "
-    "CALEB HUNTER THEO NATHAN ELLIOT KAI LIAM TYLER CONNOR ROBERT MICHAEL KIERAN CAMERON "
-    "CALLUM AARON LUKE KYLE RYAN JORDAN BRANDON BRADLEY AIDEN LOGAN STANLEY ELLIS RONAN "
-    "ALFRED FREDERICK ANTHONY CHRISTOPHER PATRICK RICHARD STEPHEN PETER ANDREW MARK PAUL "
-    "CRAIG DARREN GARY LEE SCOTT SEAN STUART WAYNE CARL JONATHAN NICHOLAS TIMOTHY DEAN "
+BOYS = _words(
+    "OLIVER JACK HARRY GEORGE NOAH CHARLIE JACOB ALFIE FREDDIE OSCAR LEO MUHAMMAD ARCHIE "
+    "THOMAS JAMES JOSHUA HENRY WILLIAM MAX LUCAS ETHAN ARTHUR MASON ISAAC HARRISON TEDDY "
+    "FINLEY DANIEL RILEY EDWARD JOSEPH ALEXANDER ADAM REGGIE SAMUEL JAXON SEBASTIAN ELIJAH "
+    "HARLEY TOBY ARLO DYLAN JUDE BENJAMIN RORY TOMMY JAKE LOUIS CARTER JENSON HUGO BOBBY "
+    "FRANKIE OLLIE ZACHARY DAVID ALBIE LEWIS LUCA RONNIE JACKSON MATTHEW ALEX HARVEY REUBEN "
+    "JAYDEN CALEB HUNTER THEO NATHAN ELLIOT KAI LIAM TYLER CONNOR ROBERT MICHAEL KIERAN "
+    "CAMERON CALLUM AARON LUKE KYLE RYAN JORDAN BRANDON BRADLEY AIDEN LOGAN STANLEY ELLIS "
+    "RONAN ALFRED FREDERICK ANTHONY CHRISTOPHER PATRICK RICHARD STEPHEN PETER ANDREW MARK "
+    "PAUL CRAIG DARREN GARY LEE SCOTT SEAN STUART WAYNE CARL JONATHAN NICHOLAS TIMOTHY DEAN "
     "JASON KEVIN SHANE RICKY JAMIE ASHLEY MARCUS OMAR YUSUF IBRAHIM ALI HAMZA AYAAN ZAIN "
     "RAYYAN KACPER JAKUB FILIP SZYMON DOMINIC VINCENT TOBIAS FELIX RUFUS ROWAN ELLIOTT KAYDEN "
-    "BILLY JOHN KENZIE ROMAN"
-).split()
-GIRLS = (
+    "BILLY JOHN KENZIE ROMAN "
+)
+GIRLS = _words(
     "OLIVIA AMELIA ISLA AVA MIA IVY LILY ISABELLA ROSIE SOPHIA GRACE FREYA ALICE EVIE "
     "FLORENCE WILLOW HARPER ELLA EMILY POPPY SIENNA DAISY MATILDA ELSIE PHOEBE RUBY SOPHIE "
     "EVELYN LUNA CHARLOTTE MILLIE ISABELLE SCARLETT HALLIE ELIZABETH MARGOT ARIA LAYLA MAYA "
-    "WILLOW ELEANOR ROSE MAISIE MILA JESSICA HANNAH ABIGAIL LUCY CHLOE ZARA BONNIE EMMA "
-    "MOLLY HOLLY ERIN MADISON LEXI ELLIE IMOGEN AMBER LOLA HARRIET JASMINE GEORGIA ELLIE "
-    "KATIE MEGAN LAUREN BETHANY SHANNON COURTNEY CHANTELLE JADE LEAH PAIGE KAYLEIGH DEMI "
-    "CHELSEA REBECCA SAMANTHA NATALIE DANIELLE STACEY KELLY GEMMA LAURA SARAH AMY CLAIRE "
-    "NICOLA HAYLEY KERRY LISA MICHELLE DONNA TRACEY JOANNE AMANDA RACHEL VICTORIA KATHERINE "
-    "CATHERINE MARGARET SUSAN PATRICIA DEBORAH SHARON JENNIFER CHRISTINA ALEXANDRA "
-    "GEORGINA FRANCESCA JOSEPHINE REBECCA STEPHANIE THERESA AALIYAH AISHA FATIMA MARYAM "
-    "ZAINAB HAFSA ZUZANNA MAJA OLIWIA HANNA NINA ESME THEA ORLA NIAMH CARA TIA MARY"
-).split()
-SURNAMES = (
+    "WILLOW ELEANOR ROSE MAISIE MILA JESSICA HANNAH ABIGAIL LUCY CHLOE ZARA BONNIE EMMA MOLLY "
+    "HOLLY ERIN MADISON LEXI ELLIE IMOGEN AMBER LOLA HARRIET JASMINE GEORGIA ELLIE KATIE "
+    "MEGAN LAUREN BETHANY SHANNON COURTNEY CHANTELLE JADE LEAH PAIGE KAYLEIGH DEMI CHELSEA "
+    "REBECCA SAMANTHA NATALIE DANIELLE STACEY KELLY GEMMA LAURA SARAH AMY CLAIRE NICOLA "
+    "HAYLEY KERRY LISA MICHELLE DONNA TRACEY JOANNE AMANDA RACHEL VICTORIA KATHERINE "
+    "CATHERINE MARGARET SUSAN PATRICIA DEBORAH SHARON JENNIFER CHRISTINA ALEXANDRA GEORGINA "
+    "FRANCESCA JOSEPHINE REBECCA STEPHANIE THERESA AALIYAH AISHA FATIMA MARYAM ZAINAB HAFSA "
+    "ZUZANNA MAJA OLIWIA HANNA NINA ESME THEA ORLA NIAMH CARA TIA MARY "
+)
+SURNAMES = _words(
     "SMITH JONES WILLIAMS TAYLOR BROWN DAVIES EVANS WILSON THOMAS JOHNSON ROBERTS ROBINSON "
-    "THOMPSON WRIGHT WALKER WHITE EDWARDS HUGHES GREEN HALL LEWIS HARRIS CLARKE PATEL "
-    "JACKSON WOOD TURNER MARTIN COOPER HILL WARD MORRIS MOORE CLARK LEE KING BAKER HARRISON "
-    "MORGAN ALLEN JAMES SCOTT PHILLIPS WATSON DAVIS PARKER PRICE BENNETT YOUNG GRIFFITHS "
-    "MITCHELL KELLY COOK CARTER RICHARDSON BAILEY COLLINS BELL SHAW MURPHY MILLER COX "
-    "RICHARDS KHAN MARSHALL ANDERSON SIMPSON ELLIS ADAMS SINGH BEGUM WILKINSON FOSTER CHAPMAN "
-    "POWELL WEBB ROGERS GRAY MASON ALI HUNT HUSSAIN CAMPBELL MATTHEWS OWEN PALMER HOLMES "
-    "MILLS BARNES KNIGHT LLOYD BUTLER RUSSELL BARKER FISHER STEVENS JENKINS MURRAY DIXON "
-    "HARVEY GRAHAM PEARSON AHMED FLETCHER WALSH KAUR GIBSON HOWARD ANDREWS STEWART ATKINSON "
-    "FORD REYNOLDS HOLLAND PAYNE DAY PRESTON LAWSON HUTCHINSON BRADSHAW HOLT FOWLER NOWAK "
-    "KOWALSKI OKAFOR MENSAH ADEYEMI NGUYEN CHAUDHRY MAHMOOD IQBAL AKHTAR RAHMAN MIAH "
-    "OBRIEN MCDONALD MCCARTHY DOHERTY BYRNE WHITTAKER BRIGGS SUTCLIFFE ACKROYD BOOTHROYD "
-    "FEATHERSTONE HARGREAVES CROWTHER PICKERING RAMSBOTTOM OLDROYD SHACKLETON HIGGINBOTTOM "
-    "WINTERBOTTOM ENTWISTLE GREENHALGH"
-).split()
-STREETS = (
+    "THOMPSON WRIGHT WALKER WHITE EDWARDS HUGHES GREEN HALL LEWIS HARRIS CLARKE PATEL JACKSON "
+    "WOOD TURNER MARTIN COOPER HILL WARD MORRIS MOORE CLARK LEE KING BAKER HARRISON MORGAN "
+    "ALLEN JAMES SCOTT PHILLIPS WATSON DAVIS PARKER PRICE BENNETT YOUNG GRIFFITHS MITCHELL "
+    "KELLY COOK CARTER RICHARDSON BAILEY COLLINS BELL SHAW MURPHY MILLER COX RICHARDS KHAN "
+    "MARSHALL ANDERSON SIMPSON ELLIS ADAMS SINGH BEGUM WILKINSON FOSTER CHAPMAN POWELL WEBB "
+    "ROGERS GRAY MASON ALI HUNT HUSSAIN CAMPBELL MATTHEWS OWEN PALMER HOLMES MILLS BARNES "
+    "KNIGHT LLOYD BUTLER RUSSELL BARKER FISHER STEVENS JENKINS MURRAY DIXON HARVEY GRAHAM "
+    "PEARSON AHMED FLETCHER WALSH KAUR GIBSON HOWARD ANDREWS STEWART ATKINSON FORD REYNOLDS "
+    "HOLLAND PAYNE DAY PRESTON LAWSON HUTCHINSON BRADSHAW HOLT FOWLER NOWAK KOWALSKI OKAFOR "
+    "MENSAH ADEYEMI NGUYEN CHAUDHRY MAHMOOD IQBAL AKHTAR RAHMAN MIAH OBRIEN MCDONALD MCCARTHY "
+    "DOHERTY BYRNE WHITTAKER BRIGGS SUTCLIFFE ACKROYD BOOTHROYD FEATHERSTONE HARGREAVES "
+    "CROWTHER PICKERING RAMSBOTTOM OLDROYD SHACKLETON HIGGINBOTTOM WINTERBOTTOM ENTWISTLE "
+    "GREENHALGH "
+)
+STREETS = _words(
     "Church Station Victoria Park Manor Queens Kings Mill School Albert Grange New Green "
-    "Highfield Springfield Windsor York Chapel Meadow Orchard Elm Oak Ash Beech Willow "
-    "Cedar Chestnut Hawthorn Rowan Birch Poplar Sycamore Larch Hazel Holly Laurel Maple "
-    "Linden Alder Juniper Heather Primrose Bluebell Foxglove Clover Bramble Thistle Meadowsweet"
-).split()
+    "Highfield Springfield Windsor York Chapel Meadow Orchard Elm Oak Ash Beech Willow Cedar "
+    "Chestnut Hawthorn Rowan Birch Poplar Sycamore Larch Hazel Holly Laurel Maple Linden "
+    "Alder Juniper Heather Primrose Bluebell Foxglove Clover Bramble Thistle Meadowsweet "
+)
 STREET_KINDS = ("Road", "Street", "Lane", "Avenue", "Close", "Drive", "Way", "Crescent", "Grove")
 TOWNS = ("Derby", "Ashbourne", "Belper", "Ripley", "Ilkeston", "Heanor", "Swadlincote")
 INWARD_LETTERS = "ABDEFGHJLNPQRSTUWXYZ"
@@ -198,9 +203,7 @@ class Agency:
 AGENCIES = {
     "school": Agency("school", 0.05, 0.97, 0.12, 0.01, 0.005, 0.0, 0.0, 0.0, 0.98, 0.9, 0.05, 0.98),
     "health": Agency("health", 0.9, 0.0, 0.02, 0.02, 0.01, 0.0, 0.0, 0.002, 0.96, 0.9, 0.1, 0.99),
-    "police": Agency(
-        "police", 0.03, 0.0, 0.25, 0.06, 0.05, 0.04, 0.06, 0.02, 0.75, 0.7, 0.2, 0.9
-    ),
+    "police": Agency("police", 0.03, 0.0, 0.25, 0.06, 0.05, 0.04, 0.06, 0.02, 0.75, 0.7, 0.2, 0.9),
     "social_care": Agency(
         "social_care", 0.55, 0.35, 0.06, 0.02, 0.015, 0.01, 0.0, 0.005, 0.92, 0.85, 0.35, 0.97
     ),
@@ -211,7 +214,7 @@ ADULT_AGENCY_WEIGHTS = (("health", 0.35), ("police", 0.4), ("social_care", 0.25)
 
 class Generator:
     def __init__(self, seed: int) -> None:
-        self.random = random.Random(seed)
+        self.random = random.Random(seed)  # noqa: S311 (reproducible data, not secrets)
         self.person_seq = 0
         self.household_seq = 0
         self.record_seq = 0
@@ -243,7 +246,9 @@ class Generator:
 
     def upn(self) -> str:
         while True:
-            body = f"{self.random.choice((830, 831, 873, 926)):03d}{self.random.randrange(10**9):09d}"
+            body = (
+                f"{self.random.choice((830, 831, 873, 926)):03d}{self.random.randrange(10**9):09d}"
+            )
             number = upn_check_letter(body) + body
             if number not in self.upn_seen:
                 self.upn_seen.add(number)
@@ -252,9 +257,8 @@ class Generator:
     def address(self) -> Address:
         rnd = self.random
         district = rnd.randint(1, 24)
-        postcode = (
-            f"DE{district} {rnd.randint(0, 9)}{rnd.choice(INWARD_LETTERS)}{rnd.choice(INWARD_LETTERS)}"
-        )
+        unit = rnd.choice(INWARD_LETTERS) + rnd.choice(INWARD_LETTERS)
+        postcode = f"DE{district} {rnd.randint(0, 9)}{unit}"
         line = f"{rnd.randint(1, 180)} {rnd.choice(self.streets)}, {rnd.choice(TOWNS)}"
         return Address(line, postcode)
 
@@ -331,7 +335,9 @@ class Generator:
         everyone = children + ([half] if half else [])
         # Relationships to each child, as a referral's family section reports them.
         for child in everyone:
-            household.relationships.append(Relationship(mother.person_id, child.person_id, "parent", True, True))
+            household.relationships.append(
+                Relationship(mother.person_id, child.person_id, "parent", True, True)
+            )
             if father is not None and child is not half:
                 kind = "parent" if father_resident else "non_resident_parent"
                 household.relationships.append(
@@ -374,7 +380,9 @@ class Generator:
             (household.members if lives else household.non_resident).append(grandparent)
             for child in everyone:
                 household.relationships.append(
-                    Relationship(grandparent.person_id, child.person_id, "grandparent", False, lives)
+                    Relationship(
+                        grandparent.person_id, child.person_id, "grandparent", False, lives
+                    )
                 )
         household.addresses.append(self.address())
         if rnd.random() < 0.3:
@@ -433,7 +441,9 @@ class Generator:
         given = person.given
         other_names: list[str] = []
         if unborn:
-            given = rnd.choice(("Baby", "Unborn", "Baby of " + household.members[0].given.title(), ""))
+            given = rnd.choice(
+                ("Baby", "Unborn", "Baby of " + household.members[0].given.title(), "")
+            )
             tags.add("unborn")
         else:
             if rnd.random() < agency.nickname_rate and _NICKNAMES_OF.get(given):
@@ -479,7 +489,11 @@ class Generator:
         upn = person.upn if person.upn and rnd.random() < agency.upn_rate else None
         if nhs or upn:
             tags.add("identifier")
-        sex = person.sex if rnd.random() < agency.sex_rate and not (unborn and rnd.random() < 0.7) else None
+        sex = (
+            person.sex
+            if rnd.random() < agency.sex_rate and not (unborn and rnd.random() < 0.7)
+            else None
+        )
         record = PersonRecord(
             record_id=f"R{self.record_seq:08d}",
             source=agency.name,
@@ -495,7 +509,9 @@ class Generator:
             nhs_number=_spaced(nhs, rnd) if nhs else None,
             upn=upn,
         )
-        return GeneratedRecord(record, person.person_id, household.household_id, made_on, frozenset(tags))
+        return GeneratedRecord(
+            record, person.person_id, household.household_id, made_on, frozenset(tags)
+        )
 
     def records_for(self, household: Household) -> list[GeneratedRecord]:
         rnd = self.random
@@ -591,5 +607,9 @@ def write_csv(records: Sequence[GeneratedRecord], path: Path, *, truth: bool = T
                 "yes" if record.dob_estimated else "",
             ]
             if truth:
-                row += [generated.person_id, generated.household_id, " ".join(sorted(generated.tags))]
+                row += [
+                    generated.person_id,
+                    generated.household_id,
+                    " ".join(sorted(generated.tags)),
+                ]
             writer.writerow(row)

@@ -96,7 +96,9 @@ def score_candidates(
             if method is not None:
                 band = Band.LINK
             elif reason is not None:
-                band = Band.REVIEW if levels[cmp.NHS] == 0 or levels[cmp.UPN] == 0 else Band.NEW_PERSON
+                band = (
+                    Band.REVIEW if levels[cmp.NHS] == 0 or levels[cmp.UPN] == 0 else Band.NEW_PERSON
+                )
             elif probability >= thresholds.link:
                 band = Band.LINK
             elif probability >= thresholds.review:
@@ -136,13 +138,13 @@ def score_all(
             if progress:
                 progress(min(done * chunk, total), total)
         return edges, best
-    _SHARED.update(prepared=prepared, blocks=blocks, record_keys=record_keys, model=model, keep=keep)
+    _SHARED.update(
+        prepared=prepared, blocks=blocks, record_keys=record_keys, model=model, keep=keep
+    )
     try:
         context = multiprocessing.get_context("fork")
         with context.Pool(workers) as pool:
-            for done, (found, found_best) in enumerate(
-                pool.imap(_score_range, ranges), start=1
-            ):
+            for done, (found, found_best) in enumerate(pool.imap(_score_range, ranges), start=1):
                 edges.extend(found)
                 for index, value in enumerate(found_best):
                     if value > best[index]:

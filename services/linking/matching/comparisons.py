@@ -26,7 +26,7 @@ ESTIMATE_YEARS: Final = 2  # an age estimated by a police officer or a nurse, in
 
 @lru_cache(maxsize=500_000)
 def _similar(a: str, b: str) -> tuple[float, int]:
-    """Jaro–Winkler similarity and Damerau–Levenshtein distance (C, rapidfuzz), cached: names
+    """Jaro-Winkler similarity and Damerau-Levenshtein distance (C, rapidfuzz), cached: names
     repeat, so most pairs of a batch are look-ups."""
     return JaroWinkler.similarity(a, b), DamerauLevenshtein.distance(a, b)
 
@@ -145,7 +145,11 @@ def date_of_birth(a: Prepared, b: Prepared) -> int:
         if abs((expected_a - expected_b).days) <= UNBORN_WINDOW_DAYS:
             return 3
         return 5
-    if a.birth_year is not None and b.birth_year is not None and (a.dob_estimated or b.dob_estimated):
+    if (
+        a.birth_year is not None
+        and b.birth_year is not None
+        and (a.dob_estimated or b.dob_estimated)
+    ):
         return 4 if abs(a.birth_year - b.birth_year) <= ESTIMATE_YEARS else 5
     return NULL
 

@@ -1,4 +1,4 @@
-"""The trained Fellegi–Sunter model, scored straight from precomputed log2 Bayes-factor tables.
+"""The trained Fellegi-Sunter model, scored straight from precomputed log2 Bayes-factor tables.
 
 A pair's match weight is the prior log-odds plus, for each comparison, log2(m/u) of the level
 the pair is at (missing values add nothing); the exact levels of the name comparisons are
@@ -86,7 +86,7 @@ def probability_of(weight: float) -> float:
         return 1.0
     if weight < -60:
         return 0.0
-    odds = 2.0**weight
+    odds: float = 2.0**weight
     return odds / (1.0 + odds)
 
 

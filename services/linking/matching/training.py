@@ -139,7 +139,7 @@ def train(
     u_pairs: int = 400_000,
     thresholds: Thresholds | None = None,
 ) -> LinkageModel:
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 (sampling, not secrets)
     tf = term_frequencies(prepared)
     known = known_names(tf)
     u = estimate_u(prepared, u_pairs, rng)
@@ -164,9 +164,11 @@ def train(
     # moved (a block on the postcode would see none of them).
     s3 = blocked_patterns(
         prepared,
-        lambda r: f"{names.phonetic(names.canonical(r.given))}|{r.family_phonetic}"
-        if r.given and r.family
-        else None,
+        lambda r: (
+            f"{names.phonetic(names.canonical(r.given))}|{r.family_phonetic}"
+            if r.given and r.family
+            else None
+        ),
         known,
     )
     fields3 = all_fields - {cmp.GIVEN, cmp.FAMILY}
@@ -188,7 +190,11 @@ def train(
         tf=tf,
         tf_floor=round(0.5 / max(n, 1), 10),
         thresholds=thresholds or Thresholds(),
-        trained_on={"records": n, "u_pairs": u_pairs, "sessions": [pairs1, sum(s2.values()), sum(s3.values())]},
+        trained_on={
+            "records": n,
+            "u_pairs": u_pairs,
+            "sessions": [pairs1, sum(s2.values()), sum(s3.values())],
+        },
     )
 
 
