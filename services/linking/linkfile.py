@@ -140,9 +140,11 @@ def link_file(
     *,
     model: LinkageModel | None = None,
     workers: int | None = None,
-    progress: TextIO | None = sys.stderr,
+    quiet: bool = False,
 ) -> LinkFileSummary:
+    """Link ``source`` into ``target``; progress goes to standard error unless ``quiet``."""
     started = time.monotonic()
+    progress = None if quiet else sys.stderr
     model = model or LinkageModel.load()
     prepared: list[Prepared] = []
     problems: list[RowProblem] = []

@@ -67,7 +67,7 @@ def given_name(a: Prepared, b: Prepared) -> int:
         return 0
     if _swapped(a, b):
         return 1
-    if names.nickname_related(a.given, b.given) or _nickname_close(a.given, b.given):
+    if names.nickname_related(a.given, b.given):
         return 2
     if (
         set(a.given_tokens) & set(b.given_tokens)
@@ -77,6 +77,8 @@ def given_name(a: Prepared, b: Prepared) -> int:
         return 3
     if _close(a.given, b.given):
         return 4
+    if _nickname_close(a.given, b.given):
+        return 2
     if a.given_phonetic == b.given_phonetic:
         return 5
     if _similar(a.given, b.given)[0] >= 0.80:

@@ -283,7 +283,7 @@ def conflict(
     if levels[cmp.DOB] == DOB_DIFFERENT:
         if a.dob is not None and b.dob is not None:
             if abs((a.dob - b.dob).days) > GENERATION_GAP_DAYS:
-                return "dates of birth years apart (a parent and a child may share a name)"
+                return "dates of birth years apart (siblings, or a parent and child of one name)"
         else:
             first, second = a.expected or a.dob, b.expected or b.dob
             if first and second and abs((first - second).days) > PREGNANCY_GAP_DAYS:
