@@ -25,6 +25,25 @@ from services.referrals.events import ReferralReceived, ReportedChild
 from shared.consumer import HandlerRegistry
 from shared.events.envelope import Envelope
 
+# The referral's words for a relationship, in the linking service's types.
+RELATIONSHIP_KINDS = {
+    "mother": "parent",
+    "father": "parent",
+    "non_resident_parent": "non_resident_parent",
+    "step_parent": "step_parent",
+    "partner_of_parent": "partner_of_parent",
+    "sibling": "sibling",
+    "half_sibling": "half_sibling",
+    "grandparent": "grandparent",
+}
+
+
+def relationship_kind(reported: str, lives_with_child: bool) -> str:
+    """Anything the referral could not type is a household member if they live with the child."""
+    return RELATIONSHIP_KINDS.get(
+        reported, "household_member" if lives_with_child else "other_relative"
+    )
+
 
 class Engine:
     """The model and limits the handlers use; set by the app from its settings."""
@@ -131,7 +150,9 @@ async def referral_received(
                 service.ReportedLink(
                     person=record.person_id,
                     child=child,
-                    kind=relationship.relationship,
+                    kind=relationship_kind(
+                        relationship.relationship, relationship.lives_with_child
+                    ),
                     parental_responsibility=relationship.parental_responsibility,
                     lives_with=relationship.lives_with_child,
                 )

@@ -286,11 +286,15 @@ class LinkingRepository:
         if not person_ids:
             return []
         result = await self.session.execute(
-            select(HouseholdMember.household_id)
-            .where(HouseholdMember.person_id.in_(list(person_ids)))
-            .join(Household, Household.id == HouseholdMember.household_id)
+            select(Household.id)
+            .where(
+                Household.id.in_(
+                    select(HouseholdMember.household_id).where(
+                        HouseholdMember.person_id.in_(list(person_ids))
+                    )
+                )
+            )
             .order_by(Household.created_at, Household.id)
-            .distinct()
         )
         return [row[0] for row in result.all()]
 

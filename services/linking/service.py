@@ -39,7 +39,7 @@ from shared.events.registry import Event
 SERVICE = "linking"
 AUTOMATIC = "linking"  # who decided an automatic link
 MASH_SCOPE = "mash:triage"
-PARENT_KINDS = frozenset({"parent", "non_resident_parent", "mother", "father"})
+PARENT_KINDS = frozenset({"parent", "non_resident_parent"})
 
 
 @lru_cache(maxsize=8)

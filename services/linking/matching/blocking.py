@@ -53,7 +53,7 @@ def keys(record: Prepared) -> list[str]:
     if record.dob is not None:
         months.add(_month(record.dob))
     if record.expected is not None:
-        for shift in (-35, 0, 35):
+        for shift in range(-42, 43, 14):  # every month within six weeks of the date
             months.add(_month(record.expected + timedelta(days=shift)))
     for sound in family_sounds:
         for month in months:
