@@ -9,11 +9,11 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import ingest, pipeline
+from bench import ingest, linking, pipeline
 from shared.logging import configure_logging
 
 RESULTS = Path(__file__).parent / "results"
-BENCHMARKS = {"ingest": ingest.run, "pipeline": pipeline.run}
+BENCHMARKS = {"ingest": ingest.run, "pipeline": pipeline.run, "linking": linking.run}
 
 
 def main() -> int:
