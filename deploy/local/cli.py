@@ -45,9 +45,11 @@ def cmd_up(_: argparse.Namespace) -> int:
     _topics(stack.kafka.bootstrap_servers)
     print("starting services …", flush=True)
     stack.start_services()
-    from deploy.local.demo import seed
+    from deploy.local.demo import seed, seed_linking
 
     for line in seed(stack.url("identity"), stack.url("referrals"), stack.url("notifications")):
+        print(f"demo: {line}")
+    for line in seed_linking(stack.url("identity"), stack.url("referrals"), stack.url("linking")):
         print(f"demo: {line}")
     print()
     _print_urls(stack)
@@ -62,6 +64,7 @@ def _print_urls(stack: Stack) -> None:
     print(f"  {'postgres':<14} {stack.database_url}")
     print(f"  {'kafka':<14} {stack.kafka.bootstrap_servers}")
     print(f"  MASH inbox:    {stack.url('notifications')}/v1/inbox  (token: client demo-mash)")
+    print(f"  Link reviews:  {stack.url('linking')}/v1/reviews  (token: client demo-mash)")
     print(f"  Tokens:        {stack.url('identity')}/oauth2/token  (clients and secrets in ")
     print("                 config/identity/dev-clients.toml)")
 
@@ -122,13 +125,16 @@ def cmd_topics(_: argparse.Namespace) -> int:
 def cmd_seed_demo(_: argparse.Namespace) -> int:
     import os
 
-    from deploy.local.demo import seed
+    from deploy.local.demo import seed, seed_linking
 
     stack = _development_stack()
     identity = os.environ.get("THREADLINE_IDENTITY_URL", stack.url("identity"))
     referrals = os.environ.get("THREADLINE_REFERRALS_URL", stack.url("referrals"))
     notifications = os.environ.get("THREADLINE_NOTIFICATIONS_URL", stack.url("notifications"))
+    linking = os.environ.get("THREADLINE_LINKING_URL", stack.url("linking"))
     for line in seed(identity, referrals, notifications):
+        print(f"demo: {line}")
+    for line in seed_linking(identity, referrals, linking):
         print(f"demo: {line}")
     return 0
 

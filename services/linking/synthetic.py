@@ -317,7 +317,7 @@ class Generator:
             first_birth = half_dob + timedelta(days=400)
         count = rnd.choices((1, 2, 3, 4, 5), (0.35, 0.33, 0.18, 0.09, 0.05))[0]
         children: list[Person] = []
-        latest = min(mother_dob + timedelta(days=365 * 44), TODAY + timedelta(days=150))
+        latest = min(mother_dob + timedelta(days=365 * 44), TODAY)
         birth = self.dob(first_birth, min(first_birth + timedelta(2500), latest))
         for _ in range(count):
             if birth > latest:
