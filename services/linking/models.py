@@ -56,6 +56,7 @@ class PersonRecord(Base):
     __table_args__ = (
         Index("ix_person_records_person", "person_id"),
         Index("ix_person_records_source", "source_type", "source_id"),
+        Index("ix_person_records_postcode", "postcode"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)

@@ -92,6 +92,20 @@ class LinkingRepository:
         )
         return list(result.scalars())
 
+    async def persons_at(
+        self, postcode: str, family_name: str, *, exclude: uuid.UUID
+    ) -> list[uuid.UUID]:
+        """Persons with a record at this postcode under this family name (any spelling case)."""
+        result = await self.session.execute(
+            select(PersonRecord.person_id)
+            .where(PersonRecord.postcode == postcode)
+            .where(func.upper(PersonRecord.family_name) == family_name.upper())
+            .where(PersonRecord.person_id != exclude)
+            .distinct()
+            .limit(50)
+        )
+        return [row[0] for row in result.all()]
+
     async def move_records(
         self, record_ids: Sequence[uuid.UUID], from_person: uuid.UUID, to_person: uuid.UUID
     ) -> list[uuid.UUID]:

@@ -318,7 +318,31 @@ async def record_subject(
         ),
         now,
     )
+    await infer_co_residence(session, record, now)
     return record
+
+
+async def infer_co_residence(
+    session: AsyncSession, record: models.PersonRecord, now: datetime
+) -> uuid.UUID | None:
+    """Shared addresses over time: a person not yet in any household, recorded at the postcode
+    of a household whose members share their family name, joins that household (only when
+    exactly one such household exists: a postcode holds a dozen homes)."""
+    if not record.postcode or not record.family_name:
+        return None
+    repository = LinkingRepository(session)
+    if await repository.households_of([record.person_id]):
+        return None
+    neighbours = await repository.persons_at(
+        record.postcode, record.family_name, exclude=record.person_id
+    )
+    households = await repository.households_of(neighbours)
+    if len(households) != 1:
+        return None
+    household_id = households[0]
+    await repository.add_member(household_id, record.person_id, record.role, now)
+    await emit_household(session, household_id, now)
+    return household_id
 
 
 # Review -----------------------------------------------------------------------------------

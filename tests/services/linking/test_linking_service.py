@@ -27,6 +27,7 @@ from services.referrals.contacts.events import (
     DomesticAbuseIncidentRecorded,
     ReportedAdult,
     ReportedChildPresent,
+    UnscheduledCareAttendanceRecorded,
 )
 from services.referrals.events import (
     ReferralReceived,
@@ -528,3 +529,44 @@ async def test_a_merge_by_hand_moves_the_household_and_refuses_a_merged_person(
     for household in households:
         members = (await api.get(f"/v1/households/{household}")).json()["members"]
         assert {m["person_id"] for m in members} == {str(one.person_id)}
+
+
+async def test_a_child_first_seen_at_a_familys_postcode_joins_their_household(
+    database: Database,
+) -> None:
+    family = unique_family()
+    postcode = unique_postcode("DE")
+    maya = child(family, postcode=postcode)
+    await receive(database, referral([maya]))
+    # A&E sees her younger brother, never referred: same family name, same postcode.
+    brother = child(
+        family, given="Noah", sex="male", date_of_birth=date(2023, 1, 9), postcode=postcode
+    )
+    attendance = UnscheduledCareAttendanceRecorded(
+        contact_id=uuid.uuid4(),
+        received_at=RECEIVED,
+        contributor_agency="health",
+        contributor_organisation_code="RDEMO",
+        attended_at=RECEIVED,
+        setting="emergency_department",
+        hospital_site_code="RDEMO01",
+        injury=True,
+        safeguarding_concern=True,
+        subjects=[brother],
+    )
+    async with database.transaction() as session:
+        await consumers.unscheduled_care(session, attendance, envelope(attendance))
+    first, second = await records_of(database, maya.subject_id, brother.subject_id)
+    assert second.person_id != first.person_id
+    async with database.transaction() as session:
+        households = {
+            row.person_id: row.household_id
+            for row in (
+                await session.execute(
+                    select(HouseholdMember).where(
+                        HouseholdMember.person_id.in_([first.person_id, second.person_id])
+                    )
+                )
+            ).scalars()
+        }
+    assert households[second.person_id] == households[first.person_id]

@@ -302,6 +302,9 @@ def upgrade() -> None:
         schema="linking",
     )
     op.create_index(
+        "ix_person_records_postcode", "person_records", ["postcode"], unique=False, schema="linking"
+    )
+    op.create_index(
         op.f("ix_person_records_upn"), "person_records", ["upn"], unique=False, schema="linking"
     )
     op.create_table(
@@ -360,6 +363,7 @@ def downgrade() -> None:
     op.drop_table("review_items", schema="linking")
     op.drop_table("record_keys", schema="linking")
     op.drop_index(op.f("ix_person_records_upn"), table_name="person_records", schema="linking")
+    op.drop_index("ix_person_records_postcode", table_name="person_records", schema="linking")
     op.drop_index("ix_person_records_source", table_name="person_records", schema="linking")
     op.drop_index("ix_person_records_person", table_name="person_records", schema="linking")
     op.drop_index(
