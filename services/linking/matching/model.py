@@ -23,6 +23,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
+from rapidfuzz.distance import DamerauLevenshtein
+
 from services.linking.matching import comparisons as cmp
 from services.linking.matching.records import Prepared
 
@@ -262,14 +264,29 @@ PREGNANCY_GAP_DAYS: Final = 300  # an expected date this far from a birth: anoth
 
 
 GIVEN_SIMILAR: Final = 4  # levels from here on: similar-looking or sounding, or different
-KNOWN_NAME_FREQUENCY: Final = 3e-5  # a given name seen this often is a real name, not a typo
+KNOWN_NAME_FREQUENCY: Final = 5e-5  # a given name seen this often may be a real name
+TYPO_RATIO: Final = 20  # ... unless a name one edit away is this many times more common
 
 
 def known_names(tf: dict[str, dict[str, float]]) -> frozenset[str]:
-    """Given names common enough to be real names rather than someone's typing."""
-    return frozenset(
-        name for name, share in tf.get("given", {}).items() if share >= KNOWN_NAME_FREQUENCY
-    )
+    """Given names common enough to be real names rather than someone's typing.
+
+    Typing slips of a popular name recur ("Saumel" for Samuel is typed again and again), so
+    frequency alone is not enough: a name one edit from a name twenty times as common is
+    taken for a slip of it. Jack and Jake, Ava and Eva are both common: both stay real names.
+    """
+    shares = tf.get("given", {})
+    frequent = {name: share for name, share in shares.items() if share >= KNOWN_NAME_FREQUENCY}
+    known = set()
+    for name, share in frequent.items():
+        slip = any(
+            other_share >= TYPO_RATIO * share and DamerauLevenshtein.distance(name, other) <= 1
+            for other, other_share in frequent.items()
+            if other != name
+        )
+        if not slip:
+            known.add(name)
+    return frozenset(known)
 
 
 def conflict(
