@@ -90,9 +90,10 @@ async def resolve(body: RecordIn, reader: Mash, session: SessionDep, model: Mode
     _, _, resolution = await service.resolve(
         session, model, _record_data(body), Engine.max_candidates
     )
-    shown = resolution.candidates[:10]
-    for candidate in shown:
-        await service.record_access(session, reader, "resolve", "person", str(candidate.person_id))
+    shown = resolution.candidates[: service.SHOWN_CANDIDATES]
+    await service.record_access(
+        session, reader, "resolve", "person", *(str(c.person_id) for c in shown)
+    )
     return ResolveOut(
         band=resolution.band.value,
         method=resolution.method.value,
@@ -124,9 +125,11 @@ async def search(
     for record in records:
         by_person.setdefault(record.person_id, []).append(record)
     persons = []
+    await service.record_access(
+        session, reader, "search", "person", *(str(c.person_id) for c in found)
+    )
     for candidate in found:
         held = by_person.get(candidate.person_id, [])
-        await service.record_access(session, reader, "search", "person", str(candidate.person_id))
         persons.append(
             PersonSummary(
                 person_id=candidate.person_id,
@@ -204,10 +207,8 @@ async def list_reviews(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> ReviewPage:
     items, total = await LinkingRepository(session).reviews(status, limit, offset)
-    out = []
-    for item in items:
-        await service.record_access(session, reader, "read", "review", str(item.id))
-        out.append(await _review_out(session, item))
+    await service.record_access(session, reader, "read", "review", *(str(i.id) for i in items))
+    out = [await _review_out(session, item) for item in items]
     return ReviewPage(items=out, total=total)
 
 

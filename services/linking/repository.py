@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,6 +22,23 @@ from services.linking.models import (
     RecordKey,
     Relationship,
     ReviewItem,
+)
+
+CANDIDATE_COLUMNS = (
+    PersonRecord.id,
+    PersonRecord.person_id,
+    PersonRecord.source_agency,
+    PersonRecord.given_names,
+    PersonRecord.family_name,
+    PersonRecord.other_names,
+    PersonRecord.date_of_birth,
+    PersonRecord.dob_estimated,
+    PersonRecord.expected_date,
+    PersonRecord.sex,
+    PersonRecord.address,
+    PersonRecord.postcode,
+    PersonRecord.nhs_number,
+    PersonRecord.upn,
 )
 
 
@@ -39,8 +57,9 @@ class LinkingRepository:
     async def record(self, record_id: uuid.UUID) -> PersonRecord | None:
         return await self.session.get(PersonRecord, record_id)
 
-    async def candidates(self, keys: Sequence[str], limit: int) -> list[PersonRecord]:
-        """Records sharing a blocking key with the one being resolved (each once)."""
+    async def candidate_rows(self, keys: Sequence[str], limit: int) -> list[Any]:
+        """The matching columns of the records sharing a blocking key with the one being
+        resolved (each once): plain rows, no ORM objects, as this is the hot path."""
         if not keys:
             return []
         matching = (
@@ -51,9 +70,9 @@ class LinkingRepository:
             .scalar_subquery()
         )
         result = await self.session.execute(
-            select(PersonRecord).where(PersonRecord.id.in_(matching))
+            select(*CANDIDATE_COLUMNS).where(PersonRecord.id.in_(matching))
         )
-        return list(result.scalars())
+        return list(result.all())
 
     async def add_person(self, person: Person) -> None:
         self.session.add(person)
@@ -383,6 +402,6 @@ class LinkingRepository:
 
     # Access log ------------------------------------------------------------------------------
 
-    async def log_access(self, entry: AccessRecord) -> None:
-        self.session.add(entry)
-        await self.session.flush()
+    async def log_access(self, entries: Sequence[dict[str, str]]) -> None:
+        if entries:
+            await self.session.execute(insert(AccessRecord).values(list(entries)))

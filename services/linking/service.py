@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -69,7 +70,8 @@ class Resolution:
     candidates: list[Candidate] = field(default_factory=list)
 
 
-def record_data(record: models.PersonRecord) -> RecordData:
+def record_data(record: models.PersonRecord | Any) -> RecordData:
+    """The matching engine's view of a stored record (an ORM object or a row of its columns)."""
     return RecordData(
         record_id=str(record.id),
         source=record.source_agency,
@@ -87,27 +89,56 @@ def record_data(record: models.PersonRecord) -> RecordData:
     )
 
 
+@dataclass(frozen=True)
+class Stored:
+    """A candidate record: its id, the person it belongs to now, and its prepared form."""
+
+    record_id: uuid.UUID
+    person_id: uuid.UUID
+    ready: Prepared
+
+
+class PreparedCache:
+    """Prepared forms of stored records by id. What a record says never changes (only which
+    person it belongs to, which is read fresh each time), so a record is prepared once per
+    process rather than on every resolve it is a candidate in."""
+
+    def __init__(self, size: int = 200_000) -> None:
+        self.size = size
+        self._items: dict[uuid.UUID, Prepared] = {}
+
+    def get(self, row: Any) -> Prepared:
+        found = self._items.get(row.id)
+        if found is None:
+            if len(self._items) >= self.size:
+                self._items.clear()
+            found = self._items[row.id] = prepare(record_data(row))
+        return found
+
+
+PREPARED = PreparedCache()
+
+
 def _evidence(model: LinkageModel, ready: Prepared, score: PairScore) -> list[dict[str, object]]:
     return [asdict(item) for item in model.evidence(ready, score.levels)]
 
 
-def decide(
-    model: LinkageModel, ready: Prepared, stored: Sequence[models.PersonRecord]
-) -> Resolution:
+SHOWN_CANDIDATES = 10
+
+
+def decide(model: LinkageModel, ready: Prepared, stored: Sequence[Stored]) -> Resolution:
     """Score the record against each candidate record; rank persons by their best record."""
     by_person: dict[uuid.UUID, Candidate] = {}
     conflicts: dict[uuid.UUID, str] = {}
-    for record in stored:
-        other = prepare(record_data(record))
-        score = model.score(ready, other)
+    for held in stored:
+        score = model.score(ready, held.ready)
+        person_id = held.person_id
         if score.conflict is not None and score.deterministic is None:
-            conflicts.setdefault(record.person_id, score.conflict)
-        best = by_person.get(record.person_id)
+            conflicts.setdefault(person_id, score.conflict)
+        best = by_person.get(person_id)
         rank = (score.deterministic is not None, score.weight)
         if best is None or rank > (best.score.deterministic is not None, best.score.weight):
-            by_person[record.person_id] = Candidate(
-                record.person_id, record.id, score, _evidence(model, ready, score), None
-            )
+            by_person[person_id] = Candidate(person_id, held.record_id, score, [], None)
     for person_id, reason in conflicts.items():
         by_person[person_id].conflict = reason
     ranked = sorted(
@@ -115,6 +146,12 @@ def decide(
         key=lambda c: (c.score.deterministic is not None, c.score.probability),
         reverse=True,
     )
+    for shown in ranked[:SHOWN_CANDIDATES]:
+        shown.evidence = _evidence(model, ready, shown.score)
+    return _band(model, ranked)
+
+
+def _band(model: LinkageModel, ranked: list[Candidate]) -> Resolution:
     thresholds = model.thresholds
     if not ranked:
         return Resolution(Band.NEW_PERSON, Method.NEW_PERSON, 0.0, None, "no candidates")
@@ -166,7 +203,8 @@ async def resolve(
 ) -> tuple[Prepared, list[str], Resolution]:
     ready = prepare(data)
     keys = blocking.keys(ready)
-    stored = await LinkingRepository(session).candidates(keys, max_candidates)
+    rows = await LinkingRepository(session).candidate_rows(keys, max_candidates)
+    stored = [Stored(row.id, row.person_id, PREPARED.get(row)) for row in rows]
     return ready, keys, decide(model, ready, stored)
 
 
@@ -747,19 +785,23 @@ async def record_access(
     principal: Principal,
     action: str,
     object_type: str,
-    object_id: str,
+    *object_ids: str,
     outcome: str = "allowed",
 ) -> None:
+    """One access-log row per object disclosed, written in one statement."""
     await LinkingRepository(session).log_access(
-        models.AccessRecord(
-            principal=principal.subject,
-            organisation_code=principal.organisation_code,
-            agency=principal.agency,
-            action=action,
-            object_type=object_type,
-            object_id=object_id,
-            outcome=outcome,
-        )
+        [
+            {
+                "principal": principal.subject,
+                "organisation_code": principal.organisation_code,
+                "agency": principal.agency,
+                "action": action,
+                "object_type": object_type,
+                "object_id": object_id,
+                "outcome": outcome,
+            }
+            for object_id in object_ids
+        ]
     )
 
 

@@ -122,7 +122,9 @@ async def records_of(database: Database, *subjects: uuid.UUID) -> list[PersonRec
 async def events_about(database: Database, event_type: str, **data: str) -> list[dict[str, Any]]:
     async with database.transaction() as session:
         result = await session.execute(
-            select(plumbing.outbox.c.data).where(plumbing.outbox.c.event_type == event_type)
+            select(plumbing.outbox.c.data)
+            .where(plumbing.outbox.c.event_type == event_type)
+            .order_by(plumbing.outbox.c.seq)
         )
         rows = [dict(row[0]) for row in result.all()]
     return [row for row in rows if all(row.get(k) == v for k, v in data.items())]
@@ -422,11 +424,16 @@ async def test_an_unknown_person_is_404(api: httpx.AsyncClient) -> None:
 async def _review_pair(database: Database) -> tuple[PersonRecord, PersonRecord, ReviewItem]:
     """Two records of the review band: a nickname, the same year of birth, another town."""
     family = unique_family()
+    # Dates of their own too: other tests' Hatties must not outrank this pair's.
+    year, day = 2008 + uuid.uuid4().int % 8, 1 + uuid.uuid4().int % 28
     first = child(
-        family, given="Harriet", date_of_birth=date(2012, 3, 4), postcode=unique_postcode("DE")
+        family, given="Harriet", date_of_birth=date(year, 3, day), postcode=unique_postcode("DE")
     )
     second = child(
-        family, given="Hattie", date_of_birth=date(2012, 9, 21), postcode=unique_postcode("NG")
+        family,
+        given="Hattie",
+        date_of_birth=date(year, 10, 29 - day),
+        postcode=unique_postcode("NG"),
     )
     await receive(database, referral([first]))
     await receive(database, referral([second]))
