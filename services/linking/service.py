@@ -202,10 +202,11 @@ async def resolve(
     session: AsyncSession, model: LinkageModel, data: RecordData, max_candidates: int
 ) -> tuple[Prepared, list[str], Resolution]:
     ready = prepare(data)
-    keys = blocking.keys(ready)
-    rows = await LinkingRepository(session).candidate_rows(keys, max_candidates)
+    rows = await LinkingRepository(session).candidate_rows(
+        blocking.query_keys(ready), max_candidates
+    )
     stored = [Stored(row.id, row.person_id, PREPARED.get(row)) for row in rows]
-    return ready, keys, decide(model, ready, stored)
+    return ready, blocking.keys(ready), decide(model, ready, stored)
 
 
 # Recording a subject ----------------------------------------------------------------------

@@ -38,11 +38,12 @@ def build_blocks(prepared: Sequence[Prepared]) -> dict[str, list[int]]:
     for index, record in enumerate(prepared):
         for key in blocking.keys(record):
             blocks[key].append(index)
-    return {key: members for key, members in blocks.items() if 1 < len(members) <= MAX_BLOCK}
+    return {key: members for key, members in blocks.items() if len(members) <= MAX_BLOCK}
 
 
 def _record_blocks(prepared: Sequence[Prepared], blocks: dict[str, list[int]]) -> list[list[str]]:
-    return [[key for key in blocking.keys(record) if key in blocks] for record in prepared]
+    """The blocks each record looks in (see blocking: some rules file and look differently)."""
+    return [[key for key in blocking.query_keys(record) if key in blocks] for record in prepared]
 
 
 # Workers of a forked pool read these instead of having them pickled per task.
