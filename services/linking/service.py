@@ -112,7 +112,7 @@ class PreparedCache:
         if found is None:
             if len(self._items) >= self.size:
                 self._items.clear()
-            found = self._items[row.id] = prepare(record_data(row))
+            found = self._items[row.id] = prepare(record_data(row), trusted=True)
         return found
 
 

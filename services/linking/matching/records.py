@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
+from functools import lru_cache
 
 from services.linking.matching import names
 from shared.identifiers import (
@@ -74,6 +75,7 @@ class Prepared:
         return self.record.record_id
 
 
+@lru_cache(maxsize=100_000)
 def _address_parts(address: str | None) -> tuple[str, frozenset[str]]:
     """The house number (or first number) and the word tokens of a free-text address."""
     if not address:
@@ -84,8 +86,12 @@ def _address_parts(address: str | None) -> tuple[str, frozenset[str]]:
     return number, frozenset(token for token in names.tokens(text) if len(token) > 1)
 
 
-def prepare(record: PersonRecord) -> Prepared:
-    """Normalise one record; a value that fails its rule is noted in ``problems`` and dropped."""
+def prepare(record: PersonRecord, *, trusted: bool = False) -> Prepared:
+    """Normalise one record; a value that fails its rule is noted in ``problems`` and dropped.
+
+    ``trusted``: the identifiers and postcode were validated and normalised when the record was
+    stored (the service's own records), so they are used as they are.
+    """
     problems: list[str] = []
     given_full = names.normalise(record.given_names)
     given_tokens = names.tokens(given_full)
@@ -100,19 +106,25 @@ def prepare(record: PersonRecord) -> Prepared:
         alias_tokens.update(names.tokens(names.normalise(other)))
     nhs = upn = None
     upn_temporary = False
-    if record.nhs_number:
+    if trusted:
+        nhs, upn = record.nhs_number or None, record.upn or None
+        upn_temporary = upn is not None and not upn[-1].isdigit()
+    elif record.nhs_number:
         try:
             nhs = normalise_nhs_number(record.nhs_number)
         except IdentifierError as error:
             problems.append(f"nhs_number: {error}")
-    if record.upn:
+    if record.upn and not trusted:
         try:
             upn = normalise_upn(record.upn)
             upn_temporary = not upn[-1].isdigit()
         except IdentifierError as error:
             problems.append(f"upn: {error}")
     postcode = sector = outward = ""
-    if record.postcode:
+    if record.postcode and trusted:
+        postcode = record.postcode
+        sector, outward = postcode[:-2], postcode.split(" ")[0]
+    elif record.postcode:
         try:
             postcode = normalise_postcode(record.postcode)
             sector = postcode[:-2]
