@@ -21,7 +21,9 @@ from tests.support.apps import linking_settings, referrals_settings, serving
 from tests.support.kafka import eventually, header, read_topic
 from tests.support.tokens import MASH_LINKING, SCHOOL
 
-MONDAY = datetime(2026, 11, 9, 10, 0, tzinfo=UTC)
+# The real time, not a fixed date: the referrals' deadline timers stay in the future, so no
+# other test's referrals app (on the system clock) fires them while the suite runs.
+NOW = datetime.now(UTC)
 
 
 @pytest.fixture
@@ -30,7 +32,7 @@ async def services(
 ) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
     referrals = create_referrals(
         referrals_settings(database_url, bootstrap),
-        clock=ManualClock(MONDAY),
+        clock=ManualClock(NOW),
         configure_logs=False,
     )
     linking = create_linking(linking_settings(database_url, bootstrap), configure_logs=False)
