@@ -85,7 +85,10 @@ bench: install
 	    $$SUDO apt-get install -y -qq wrk || { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wrk; }; }
 	@test -x $(BIN)/py-spy || $(BIN)/pip install --quiet py-spy || \
 	    echo "py-spy did not install: bench/ingest.py will skip its profile"
-	$(BIN)/python -m bench
+	@# bench/linking.py compares with Splink on DuckDB: the optional `bench` dependencies.
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	@# Two cores, shared: one benchmark at a time on this machine, whoever runs it.
+	flock /tmp/threadline-bench.lock $(BIN)/python -m bench
 
 docs: install
 	$(BIN)/threadline events-doc --write docs/events.md

@@ -9,11 +9,16 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import consent, ingest, pipeline
+from bench import consent, ingest, linking, pipeline
 from shared.logging import configure_logging
 
 RESULTS = Path(__file__).parent / "results"
-BENCHMARKS = {"ingest": ingest.run, "pipeline": pipeline.run, "consent": consent.run}
+BENCHMARKS = {
+    "ingest": ingest.run,
+    "pipeline": pipeline.run,
+    "consent": consent.run,
+    "linking": linking.run,
+}
 
 
 def main() -> int:

@@ -7,9 +7,16 @@ from types import ModuleType
 
 from fastapi import FastAPI
 
-SERVICES: tuple[str, ...] = ("identity", "consent", "referrals", "notifications", "portal")
+SERVICES: tuple[str, ...] = (
+    "identity",
+    "consent",
+    "referrals",
+    "notifications",
+    "linking",
+    "portal",
+)
 # The services that own a schema (and so an Alembic history); identity keeps no data.
-MIGRATED: tuple[str, ...] = ("consent", "referrals", "notifications")
+MIGRATED: tuple[str, ...] = ("consent", "referrals", "notifications", "linking")
 # Events of a service's sub-domain, defined beside it rather than in the service's events module.
 SUB_DOMAIN_EVENTS: tuple[str, ...] = ("services.referrals.contacts.events",)
 

@@ -46,9 +46,11 @@ def cmd_up(_: argparse.Namespace) -> int:
     _topics(stack.kafka.bootstrap_servers)
     print("starting services …", flush=True)
     stack.start_services()
-    from deploy.local.demo import seed
+    from deploy.local.demo import seed, seed_linking
 
     for line in seed(stack.url("identity"), stack.url("referrals"), stack.url("notifications")):
+        print(f"demo: {line}")
+    for line in seed_linking(stack.url("identity"), stack.url("referrals"), stack.url("linking")):
         print(f"demo: {line}")
     print()
     _print_urls(stack)
@@ -63,6 +65,7 @@ def _print_urls(stack: Stack) -> None:
     print(f"  {'postgres':<14} {stack.database_url}")
     print(f"  {'kafka':<14} {stack.kafka.bootstrap_servers}")
     print(f"  MASH inbox:    {stack.url('notifications')}/v1/inbox  (token: client demo-mash)")
+    print(f"  Link reviews:  {stack.url('linking')}/v1/reviews  (token: client demo-mash)")
     print(f"  Tokens:        {stack.url('identity')}/oauth2/token  (clients and secrets in ")
     print("                 config/identity/dev-clients.toml)")
     if "portal" in SERVICES:
@@ -157,13 +160,16 @@ def cmd_topics(_: argparse.Namespace) -> int:
 def cmd_seed_demo(_: argparse.Namespace) -> int:
     import os
 
-    from deploy.local.demo import seed
+    from deploy.local.demo import seed, seed_linking
 
     stack = _development_stack()
     identity = os.environ.get("THREADLINE_IDENTITY_URL", stack.url("identity"))
     referrals = os.environ.get("THREADLINE_REFERRALS_URL", stack.url("referrals"))
     notifications = os.environ.get("THREADLINE_NOTIFICATIONS_URL", stack.url("notifications"))
+    linking = os.environ.get("THREADLINE_LINKING_URL", stack.url("linking"))
     for line in seed(identity, referrals, notifications):
+        print(f"demo: {line}")
+    for line in seed_linking(identity, referrals, linking):
         print(f"demo: {line}")
     return 0
 
@@ -321,6 +327,31 @@ def _ledger_checkpoint(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_link_file(args: argparse.Namespace) -> int:
+    from services.linking.linkfile import LinkFileError, link_file
+    from services.linking.matching.model import LinkageModel
+
+    model = LinkageModel.load(args.model).with_thresholds(args.link_threshold, None)
+    try:
+        summary = link_file(Path(args.input), Path(args.output), model=model, workers=args.workers)
+    except (LinkFileError, OSError, UnicodeDecodeError) as error:
+        print(f"link-file: {error}", file=sys.stderr)
+        return 2
+    for problem in summary.problems[: args.show_problems]:
+        print(
+            f"link-file: line {problem.line} (record {problem.record_id}): {problem.problem}",
+            file=sys.stderr,
+        )
+    hidden = len(summary.problems) - args.show_problems
+    if hidden > 0:
+        print(f"link-file: … and {hidden:,} more refused values", file=sys.stderr)
+    print(
+        f"linked {summary.records:,} records to {summary.persons:,} persons "
+        f"in {summary.seconds:.1f} s; wrote {args.output}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="threadline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -343,6 +374,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     work.add_argument("service", choices=SERVICES)
     work.set_defaults(run=cmd_work)
+    link = commands.add_parser(
+        "link-file", help="link a CSV of person records to persons (see docs/linking.md)"
+    )
+    link.add_argument("input", help="CSV: record_id, source, given_name, family_name, …")
+    link.add_argument("output", help="CSV written: record_id, person_id, match_probability")
+    link.add_argument("--model", type=Path, help="a trained model (default: the shipped one)")
+    link.add_argument("--link-threshold", type=float, help="auto-link probability")
+    link.add_argument("--workers", type=int, help="processes (default: the machine's cores)")
+    link.add_argument("--show-problems", type=int, default=50, help="refused values listed")
+    link.set_defaults(run=cmd_link_file)
     events = commands.add_parser("events-doc", help="render the event catalogue")
     events.add_argument("--write", metavar="PATH")
     events.add_argument("--check", metavar="PATH")

@@ -191,3 +191,139 @@ def seed(
             time.sleep(0.5)
         lines.append(f"MASH inbox: {inbox['total']} item(s)")
     return lines
+
+
+# Linking demo -------------------------------------------------------------------------------
+
+# Which demo client speaks for which agency of the synthetic partnership.
+AGENCY_CLIENTS = {
+    "school": "oakfield-primary",
+    "health": "demo-nhs-trust",
+    "police": "demo-police",
+    "social_care": "demo-local-authority",
+}
+LINKING_DEMO_HOUSEHOLDS = 12
+AGENCY_ORDER = ("school", "health", "police")
+
+
+def linking_referrals(
+    households: int = LINKING_DEMO_HOUSEHOLDS,
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """Referrals about families of the synthetic partnership (services/linking/synthetic.py):
+    each household's children referred by two or three agencies, each spelling them its own way
+    (nicknames, typos, missing identifiers), so the linking service has people to join up."""
+    from datetime import date
+
+    from services.linking.synthetic import generate
+
+    partnership = generate(4_000, seed=2026)
+    by_person: dict[str, list[Any]] = {}
+    for generated in partnership.records:
+        by_person.setdefault(generated.person_id, []).append(generated)
+    chosen = [
+        h
+        for h in partnership.households
+        if any(p.role == "child" and p.dob.year >= 2012 for p in h.members)
+    ][:households]
+    referrals: list[tuple[str, str, dict[str, Any]]] = []
+    for number, household in enumerate(chosen):
+        children = [
+            p for p in household.members if p.role == "child" and 2012 <= p.dob.year <= 2025
+        ]
+        mother = household.members[0]
+        for agency in AGENCY_ORDER:
+            subjects = []
+            for person in children:
+                seen = [
+                    g.record
+                    for g in by_person.get(person.person_id, [])
+                    if g.record.date_of_birth and g.record.date_of_birth < date.today()
+                ]
+                if not seen:
+                    continue
+                record = seen[AGENCY_ORDER.index(agency) % len(seen)]
+                address = household.address_on(date.today())[0]
+                subjects.append(
+                    {
+                        "given_names": record.given_names or person.given.title(),
+                        "family_name": record.family_name or person.family.title(),
+                        "date_of_birth": record.date_of_birth.isoformat(),
+                        "sex": person.sex,
+                        **({"nhs_number": record.nhs_number} if record.nhs_number else {}),
+                        **({"upn": record.upn} if record.upn and agency == "school" else {}),
+                        "address": {
+                            "lines": [address.line.split(",")[0]],
+                            "town": address.line.split(", ")[-1],
+                            "postcode": address.postcode,
+                        },
+                    }
+                )
+            if not subjects:
+                continue
+            body: dict[str, Any] = {
+                "referrer": {
+                    "organisation_name": f"Demo {agency.replace('_', ' ')}",
+                    "name": "Demo Referrer",
+                    "role": "Safeguarding lead",
+                    "email": "safeguarding@demo.example.org",
+                    "raised_via": "portal",
+                },
+                "children": subjects,
+                "family_members": [
+                    {
+                        "given_names": mother.given.title(),
+                        "family_name": mother.family.title(),
+                        "date_of_birth": mother.dob.isoformat(),
+                        "sex": "female",
+                        "relationships": [
+                            {
+                                "child": index,
+                                "relationship": "mother",
+                                "parental_responsibility": True,
+                                "lives_with_child": True,
+                            }
+                            for index in range(len(subjects))
+                        ],
+                    }
+                ],
+                "concern": {
+                    "categories": ["neglect"],
+                    "what_happened": "Synthetic demo concern for the linking demonstration.",
+                    "immediate_risk": False,
+                },
+                "consent": {"parents": {"status": "agreed"}},
+            }
+            referrals.append((f"demo-link-{number:03d}-{agency}", AGENCY_CLIENTS[agency], body))
+    return referrals
+
+
+def seed_linking(
+    identity_url: str, referrals_url: str, linking_url: str, *, wait_seconds: float = 60.0
+) -> list[str]:
+    """Post the linking demo's referrals and wait until the linking service has their people."""
+    lines: list[str] = []
+    with httpx.Client(timeout=10.0) as client:
+        posted = 0
+        for key, client_id, body in linking_referrals():
+            response = client.post(
+                f"{referrals_url}/v1/referrals",
+                json=body,
+                headers={**_token(client, identity_url, client_id), "Idempotency-Key": key},
+            )
+            if response.is_error:
+                raise RuntimeError(f"linking demo referral {key} refused: {response.text}")
+            posted += 1
+        mash = _token(client, identity_url, "demo-mash")
+        deadline = time.monotonic() + wait_seconds
+        reviews: dict[str, Any] = {"total": 0}
+        while time.monotonic() < deadline:
+            response = client.get(f"{linking_url}/v1/reviews", headers=mash)
+            if response.status_code == 200:
+                reviews = response.json()
+                break
+            time.sleep(0.5)
+        lines.append(
+            f"linking: {posted} referrals about {LINKING_DEMO_HOUSEHOLDS} synthetic families; "
+            f"{reviews['total']} open review item(s) at {linking_url}/v1/reviews"
+        )
+    return lines

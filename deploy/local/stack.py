@@ -29,6 +29,7 @@ DEFAULT_PORTS = {
     "referrals": 8101,
     "consent": 8102,
     "notifications": 8103,
+    "linking": 8104,
     "portal": 8105,
 }
 

@@ -11,6 +11,7 @@ class Topic(StrEnum):
     IDENTITY = "threadline.identity.v1"
     CONSENT = "threadline.consent.v1"
     NOTIFICATIONS = "threadline.notifications.v1"
+    LINKING = "threadline.linking.v1"
 
     @property
     def dlq(self) -> str:

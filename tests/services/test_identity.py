@@ -114,7 +114,11 @@ async def test_the_token_verifies_with_the_published_keys_and_carries_the_claims
     claims = token.claims
     assert claims["iss"] == ISSUER
     assert claims["sub"] == claims["client_id"] == "demo-mash"
-    assert claims["aud"] == ["threadline:referrals", "threadline:notifications"]
+    assert claims["aud"] == [
+        "threadline:referrals",
+        "threadline:notifications",
+        "threadline:linking",
+    ]
     assert (claims["org"], claims["agency"]) == ("MASH-DEMO", "mash")
     assert claims["scope"] == "mash:triage referrals:read"
     assert claims["exp"] - claims["iat"] == 900 and claims["nbf"] == claims["iat"]

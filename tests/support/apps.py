@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from deploy.local.stack import REPO_ROOT
 from services.consent.settings import ConsentSettings
+from services.linking.settings import LinkingSettings
 from services.notifications.settings import NotificationsSettings
 from services.referrals.settings import ReferralsSettings
 from tests.support.tokens import test_issuer
@@ -40,6 +41,10 @@ def notifications_settings(
     database_url: str, bootstrap: str, **overrides: Any
 ) -> NotificationsSettings:
     return NotificationsSettings(**_common(database_url, bootstrap, overrides))
+
+
+def linking_settings(database_url: str, bootstrap: str, **overrides: Any) -> LinkingSettings:
+    return LinkingSettings(**_common(database_url, bootstrap, overrides))
 
 
 def consent_settings(database_url: str, bootstrap: str, **overrides: Any) -> ConsentSettings:

@@ -60,3 +60,7 @@ MASH = bearer(
     scopes="referrals:read mash:triage",
     audience=["threadline:referrals", "threadline:notifications"],
 )
+# The MASH as the linking service sees it (its own audience).
+MASH_LINKING = bearer(
+    organisation="MASH-DEMO", agency="mash", scopes="mash:triage", audience="threadline:linking"
+)

@@ -1,0 +1,1 @@
+"""Linking: person records resolved to persons, persons to households (docs/linking.md)."""

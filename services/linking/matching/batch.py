@@ -1,0 +1,281 @@
+"""Linking a whole set of records in memory: blocking, scoring, clustering.
+
+Clustering is greedy and constrained: links are taken strongest first (deterministic ones
+before probabilistic ones), and two clusters are joined only if no record of one *conflicts*
+with a record of the other (different validated identifiers, plainly different given names).
+Plain connected components would let one "Baby Smith" record chain a pair of twins together;
+the constraint is what keeps twins apart.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from services.linking.matching import blocking
+from services.linking.matching import comparisons as cmp
+from services.linking.matching.model import Band, LinkageModel, conflict, deterministic
+from services.linking.matching.records import Prepared
+
+MAX_BLOCK = 400  # a block bigger than this is a key too common to tell anyone apart
+MAX_CLUSTER_CHECK = 2_500  # cross pairs checked for conflicts before joining two clusters
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    left: int
+    right: int
+    probability: float
+    band: Band
+    deterministic: bool
+
+
+def build_blocks(prepared: Sequence[Prepared]) -> dict[str, list[int]]:
+    blocks: dict[str, list[int]] = defaultdict(list)
+    for index, record in enumerate(prepared):
+        for key in blocking.keys(record):
+            blocks[key].append(index)
+    return {key: members for key, members in blocks.items() if len(members) <= MAX_BLOCK}
+
+
+def _record_blocks(prepared: Sequence[Prepared], blocks: dict[str, list[int]]) -> list[list[str]]:
+    """The blocks each record looks in (see blocking: some rules file and look differently)."""
+    return [[key for key in blocking.query_keys(record) if key in blocks] for record in prepared]
+
+
+# Workers of a forked pool read these instead of having them pickled per task.
+_SHARED: dict[str, object] = {}
+
+
+def _score_range(bounds: tuple[int, int]) -> tuple[list[Edge], list[float]]:
+    prepared: Sequence[Prepared] = _SHARED["prepared"]  # type: ignore[assignment]
+    blocks: dict[str, list[int]] = _SHARED["blocks"]  # type: ignore[assignment]
+    record_keys: list[list[str]] = _SHARED["record_keys"]  # type: ignore[assignment]
+    model: LinkageModel = _SHARED["model"]  # type: ignore[assignment]
+    keep: float = _SHARED["keep"]  # type: ignore[assignment]
+    return score_candidates(prepared, blocks, record_keys, model, keep, range(*bounds))
+
+
+def score_candidates(
+    prepared: Sequence[Prepared],
+    blocks: dict[str, list[int]],
+    record_keys: list[list[str]],
+    model: LinkageModel,
+    keep: float,
+    indices: Iterable[int],
+) -> tuple[list[Edge], list[float]]:
+    """Score each record against the later records it shares a block with; keep the edges at
+    or above ``keep`` and, per record, the best probability of any candidate."""
+    thresholds = model.thresholds
+    weight_of = model.weight_of
+    levels_of = cmp.levels
+    edges: list[Edge] = []
+    best = [0.0] * len(prepared)
+    for left in indices:
+        candidates: set[int] = set()
+        for key in record_keys[left]:
+            candidates.update(blocks[key])
+        a = prepared[left]
+        for right in candidates:
+            if right <= left:
+                continue
+            levels = levels_of(a, prepared[right])
+            weight = weight_of(a, levels)
+            if weight < -30:
+                continue
+            odds = 2.0**weight if weight < 60 else 2.0**60
+            probability = odds / (1.0 + odds)
+            method = deterministic(levels)
+            if method is None and probability < keep:
+                best[left] = max(best[left], probability)
+                best[right] = max(best[right], probability)
+                continue
+            reason = conflict(a, prepared[right], levels, model.known_given)
+            if method is not None:
+                band = Band.LINK
+            elif reason is not None:
+                band = (
+                    Band.REVIEW if levels[cmp.NHS] == 0 or levels[cmp.UPN] == 0 else Band.NEW_PERSON
+                )
+            elif probability >= thresholds.link:
+                band = Band.LINK
+            elif probability >= thresholds.review:
+                band = Band.REVIEW
+            else:
+                band = Band.NEW_PERSON
+            best[left] = max(best[left], probability)
+            best[right] = max(best[right], probability)
+            edges.append(Edge(left, right, probability, band, method is not None))
+    return edges, best
+
+
+def score_all(
+    prepared: Sequence[Prepared],
+    model: LinkageModel,
+    *,
+    keep: float = 0.05,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[list[Edge], list[float]]:
+    """Every candidate pair's edge (at or above ``keep``), in parallel on a forked pool."""
+    blocks = build_blocks(prepared)
+    record_keys = _record_blocks(prepared, blocks)
+    workers = workers or min(os.cpu_count() or 1, 4)
+    total = len(prepared)
+    chunk = 5_000
+    ranges = [(start, min(start + chunk, total)) for start in range(0, total, chunk)]
+    edges: list[Edge] = []
+    best = [0.0] * total
+    if workers <= 1 or total < 20_000 or "fork" not in multiprocessing.get_all_start_methods():
+        for done, bounds in enumerate(ranges, start=1):
+            found, found_best = score_candidates(
+                prepared, blocks, record_keys, model, keep, range(*bounds)
+            )
+            edges.extend(found)
+            best = [max(x, y) for x, y in zip(best, found_best, strict=True)]
+            if progress:
+                progress(min(done * chunk, total), total)
+        return edges, best
+    _SHARED.update(
+        prepared=prepared, blocks=blocks, record_keys=record_keys, model=model, keep=keep
+    )
+    try:
+        context = multiprocessing.get_context("fork")
+        with context.Pool(workers) as pool:
+            for done, (found, found_best) in enumerate(pool.imap(_score_range, ranges), start=1):
+                edges.extend(found)
+                for index, value in enumerate(found_best):
+                    if value > best[index]:
+                        best[index] = value
+                if progress:
+                    progress(min(done * chunk, total), total)
+    finally:
+        _SHARED.clear()
+    return edges, best
+
+
+class _Clusters:
+    def __init__(self, size: int) -> None:
+        self.parent = list(range(size))
+        self.members: dict[int, list[int]] = {}
+
+    def find(self, item: int) -> int:
+        parent = self.parent
+        root = item
+        while parent[root] != root:
+            root = parent[root]
+        while parent[item] != root:
+            parent[item], item = root, parent[item]
+        return root
+
+    def group(self, root: int) -> list[int]:
+        return self.members.get(root, [root])
+
+    def join(self, a: int, b: int) -> None:
+        members = self.group(a) + self.group(b)
+        self.members.pop(a, None)
+        self.members.pop(b, None)
+        self.parent[b] = a
+        self.members[a] = members
+
+
+def cluster(
+    prepared: Sequence[Prepared],
+    edges: Sequence[Edge],
+    best: Sequence[float],
+    known: frozenset[str] = frozenset(),
+) -> tuple[list[int], list[float]]:
+    """Each record's cluster (the index of a representative record) and the probability of the
+    link that joined it (for a record on its own, the best probability it had to anyone)."""
+    clusters = _Clusters(len(prepared))
+    probability = list(best)
+    joined = [False] * len(prepared)
+    ambiguous = _ambiguous(prepared, edges, known)
+    links = sorted(
+        (
+            edge
+            for edge in edges
+            if edge.band is Band.LINK
+            and (edge.deterministic or not (edge.left in ambiguous or edge.right in ambiguous))
+        ),
+        key=lambda edge: (edge.deterministic, edge.probability),
+        reverse=True,
+    )
+    for edge in links:
+        a, b = clusters.find(edge.left), clusters.find(edge.right)
+        if a == b:
+            _note(probability, joined, edge)
+            continue
+        if _conflicting(prepared, clusters.group(a), clusters.group(b), known):
+            continue
+        clusters.join(a, b)
+        _note(probability, joined, edge)
+    return [clusters.find(index) for index in range(len(prepared))], probability
+
+
+def _ambiguous(
+    prepared: Sequence[Prepared], edges: Sequence[Edge], known: frozenset[str]
+) -> set[int]:
+    """Records that would link to two records which must not be one person: a "Baby Smith"
+    that fits both twins, a record without a date of birth that fits a mother and the daughter
+    who shares her name. Linking them to either could be the wrong one; they are left apart
+    (and, in the service, go to the review queue)."""
+    partners: dict[int, list[int]] = defaultdict(list)
+    for edge in edges:
+        if edge.band is Band.LINK and not edge.deterministic:
+            partners[edge.left].append(edge.right)
+            partners[edge.right].append(edge.left)
+    found = set()
+    for record, others in partners.items():
+        if len(others) < 2 or len(others) > 60:
+            continue
+        if _conflicting_within(prepared, others, known):
+            found.add(record)
+    return found
+
+
+def _conflicting_within(
+    prepared: Sequence[Prepared], members: list[int], known: frozenset[str]
+) -> bool:
+    for x, left in enumerate(members):
+        a = prepared[left]
+        for right in members[x + 1 :]:
+            b = prepared[right]
+            if conflict(a, b, cmp.levels(a, b), known) is not None:
+                return True
+    return False
+
+
+def _note(probability: list[float], joined: list[bool], edge: Edge) -> None:
+    for index in (edge.left, edge.right):
+        if not joined[index]:
+            probability[index] = edge.probability
+            joined[index] = True
+
+
+def _conflicting(
+    prepared: Sequence[Prepared], left: list[int], right: list[int], known: frozenset[str]
+) -> bool:
+    if len(left) * len(right) > MAX_CLUSTER_CHECK:
+        return True  # an implausibly large person: do not grow it further automatically
+    for x in left:
+        a = prepared[x]
+        for y in right:
+            b = prepared[y]
+            if conflict(a, b, cmp.levels(a, b), known) is not None:
+                return True
+    return False
+
+
+def link(
+    prepared: Sequence[Prepared],
+    model: LinkageModel,
+    *,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[list[int], list[float]]:
+    edges, best = score_all(prepared, model, workers=workers, progress=progress)
+    return cluster(prepared, edges, best, model.known_given)

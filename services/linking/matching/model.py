@@ -1,0 +1,326 @@
+"""The trained Fellegi-Sunter model, scored straight from precomputed log2 Bayes-factor tables.
+
+A pair's match weight is the prior log-odds plus, for each comparison, log2(m/u) of the level
+the pair is at (missing values add nothing); the exact levels of the name comparisons are
+term-frequency adjusted (log2(m / frequency of the name)), so that agreeing on "Smith" counts
+for less than agreeing on "Featherstonehaugh". Probability = 2^w / (1 + 2^w).
+
+On top of the weights, the rules this domain needs (see docs/linking.md):
+
+* a validated NHS number or permanent UPN held by both links deterministically — unless the
+  given names and dates of birth both disagree, which sends the pair to a person instead;
+* different validated identifiers, or two real given names that are plainly different, are a
+  *conflict*: never an automatic link, whatever the other fields say. That is the twin and
+  sibling trap: same family name, date of birth (twins) and address, different given names.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Final
+
+from rapidfuzz.distance import DamerauLevenshtein
+
+from services.linking.matching import comparisons as cmp
+from services.linking.matching.records import Prepared
+
+DEFAULT_MODEL_PATH: Final = Path(__file__).with_name("model.json")
+GIVEN_DIFFERENT: Final = len(cmp.GIVEN_LEVELS) - 1
+DOB_DIFFERENT: Final = len(cmp.DOB_LEVELS) - 1
+
+
+class Method(StrEnum):
+    NHS_NUMBER = "nhs_number"
+    UPN = "upn"
+    PROBABILISTIC = "probabilistic"
+    REVIEW_ACCEPTED = "review_accepted"
+    NEW_PERSON = "new_person"
+    MERGE = "merge"
+    UNMERGE = "unmerge"
+
+
+class Band(StrEnum):
+    LINK = "link"
+    REVIEW = "review"
+    NEW_PERSON = "new_person"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    link: float = 0.99
+    review: float = 0.5
+
+
+@dataclass(frozen=True)
+class FieldEvidence:
+    comparison: str
+    level: str | None  # None: one side did not hold the value
+    weight: float  # log2 Bayes factor: > 0 for, < 0 against
+
+
+@dataclass(frozen=True)
+class PairScore:
+    weight: float
+    probability: float
+    levels: tuple[int, ...]
+    deterministic: Method | None
+    conflict: str | None  # why an automatic link is forbidden, if it is
+
+    def band(self, thresholds: Thresholds) -> Band:
+        if self.deterministic is not None:
+            return Band.LINK
+        if self.conflict is not None:
+            shared_identifier = self.levels[cmp.NHS] == 0 or self.levels[cmp.UPN] == 0
+            return Band.REVIEW if shared_identifier else Band.NEW_PERSON
+        if self.probability >= thresholds.link:
+            return Band.LINK
+        if self.probability >= thresholds.review:
+            return Band.REVIEW
+        return Band.NEW_PERSON
+
+
+def probability_of(weight: float) -> float:
+    if weight > 60:
+        return 1.0
+    if weight < -60:
+        return 0.0
+    odds: float = 2.0**weight
+    return odds / (1.0 + odds)
+
+
+@dataclass
+class LinkageModel:
+    """m and u per comparison level, the prior, the name frequencies and the thresholds."""
+
+    prior: float
+    m: list[list[float]]
+    u: list[list[float]]
+    tf: dict[str, dict[str, float]] = field(default_factory=dict)
+    tf_floor: float = 1e-5
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    trained_on: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.prior_weight = math.log2(self.prior / (1.0 - self.prior))
+        self.weights: list[list[float]] = [
+            [math.log2(max(m, 1e-12) / max(u, 1e-12)) for m, u in zip(ms, us, strict=True)]
+            for ms, us in zip(self.m, self.u, strict=True)
+        ]
+        self._tf_exact: list[dict[str, float] | None] = []
+        for index, comparison in enumerate(cmp.COMPARISONS):
+            if comparison.tf_field is None:
+                self._tf_exact.append(None)
+                continue
+            m_exact = max(self.m[index][0], 1e-12)
+            table = self.tf.get(comparison.tf_field, {})
+            self._tf_exact.append(
+                {
+                    value: math.log2(m_exact / max(freq, self.tf_floor))
+                    for value, freq in table.items()
+                }
+            )
+        self.known_given = known_names(self.tf)
+        self._tf_default = [
+            math.log2(max(self.m[i][0], 1e-12) / max(self.u[i][0], 1e-12))
+            for i in range(len(cmp.COMPARISONS))
+        ]
+
+    # Scoring ---------------------------------------------------------------------------------
+
+    def exact_weight(self, index: int, value: str) -> float:
+        table = self._tf_exact[index]
+        if table is None:
+            return self.weights[index][0]
+        found = table.get(value)
+        if found is not None:
+            return found
+        # A name the training data never saw is rare: as rare as the floor allows.
+        return math.log2(max(self.m[index][0], 1e-12) / self.tf_floor)
+
+    def weight_of(self, a: Prepared, levels: tuple[int, ...]) -> float:
+        total = self.prior_weight
+        weights = self.weights
+        for index, level in enumerate(levels):
+            if level == cmp.NULL:
+                continue
+            if level == 0 and index == cmp.GIVEN:
+                total += self.exact_weight(index, a.given)
+            elif level == 0 and index == cmp.FAMILY:
+                total += self.exact_weight(index, a.family)
+            else:
+                total += weights[index][level]
+        return total
+
+    def score(self, a: Prepared, b: Prepared) -> PairScore:
+        levels = cmp.levels(a, b)
+        weight = self.weight_of(a, levels)
+        return PairScore(
+            weight=weight,
+            probability=probability_of(weight),
+            levels=levels,
+            deterministic=deterministic(levels),
+            conflict=conflict(a, b, levels, self.known_given),
+        )
+
+    def evidence(self, a: Prepared, levels: tuple[int, ...]) -> list[FieldEvidence]:
+        """Each field's level and its weight, for and against: what a reviewer reads."""
+        found = []
+        for index, (comparison, level) in enumerate(zip(cmp.COMPARISONS, levels, strict=True)):
+            if level == cmp.NULL:
+                found.append(FieldEvidence(comparison.name, None, 0.0))
+                continue
+            if level == 0 and comparison.tf_field is not None:
+                value = a.given if index == cmp.GIVEN else a.family
+                weight = self.exact_weight(index, value)
+            else:
+                weight = self.weights[index][level]
+            found.append(FieldEvidence(comparison.name, comparison.levels[level], round(weight, 3)))
+        return found
+
+    # Persistence -----------------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": 1,
+            "prior": self.prior,
+            "comparisons": {
+                comparison.name: {
+                    "levels": list(comparison.levels),
+                    "m": self.m[index],
+                    "u": self.u[index],
+                }
+                for index, comparison in enumerate(cmp.COMPARISONS)
+            },
+            "tf": self.tf,
+            "tf_floor": self.tf_floor,
+            "thresholds": {"link": self.thresholds.link, "review": self.thresholds.review},
+            "trained_on": self.trained_on,
+        }
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> LinkageModel:
+        m, u = [], []
+        for comparison in cmp.COMPARISONS:
+            entry = document["comparisons"][comparison.name]
+            if list(entry["levels"]) != list(comparison.levels):
+                raise ValueError(f"model: {comparison.name} levels do not match the code")
+            m.append([float(value) for value in entry["m"]])
+            u.append([float(value) for value in entry["u"]])
+        thresholds = document.get("thresholds", {})
+        return cls(
+            prior=float(document["prior"]),
+            m=m,
+            u=u,
+            tf={name: dict(table) for name, table in document.get("tf", {}).items()},
+            tf_floor=float(document.get("tf_floor", 1e-5)),
+            thresholds=Thresholds(
+                link=float(thresholds.get("link", 0.99)),
+                review=float(thresholds.get("review", 0.5)),
+            ),
+            trained_on=dict(document.get("trained_on", {})),
+        )
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_json(), indent=1, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> LinkageModel:
+        return cls.from_json(json.loads((path or DEFAULT_MODEL_PATH).read_text()))
+
+    def with_thresholds(self, link: float | None, review: float | None) -> LinkageModel:
+        return LinkageModel(
+            prior=self.prior,
+            m=self.m,
+            u=self.u,
+            tf=self.tf,
+            tf_floor=self.tf_floor,
+            thresholds=Thresholds(
+                link=self.thresholds.link if link is None else link,
+                review=self.thresholds.review if review is None else review,
+            ),
+            trained_on=self.trained_on,
+        )
+
+
+def deterministic(levels: tuple[int, ...]) -> Method | None:
+    """A shared validated identifier links, unless names and date of birth both contradict it
+    (an identifier typed onto the wrong child's record: for a person to decide)."""
+    contradicted = levels[cmp.GIVEN] == GIVEN_DIFFERENT and levels[cmp.DOB] == DOB_DIFFERENT
+    if contradicted:
+        return None
+    if levels[cmp.NHS] == 0 and levels[cmp.UPN] != 1:
+        return Method.NHS_NUMBER
+    if levels[cmp.UPN] == 0 and levels[cmp.NHS] != 1:
+        return Method.UPN
+    return None
+
+
+GENERATION_GAP_DAYS: Final = 3 * 365  # exact dates of birth this far apart: not one person
+PREGNANCY_GAP_DAYS: Final = 300  # an expected date this far from a birth: another pregnancy
+
+
+GIVEN_SIMILAR: Final = 4  # levels from here on: similar-looking or sounding, or different
+KNOWN_NAME_FREQUENCY: Final = 5e-5  # a given name seen this often may be a real name
+TYPO_RATIO: Final = 20  # ... unless a name one edit away is this many times more common
+
+
+def known_names(tf: dict[str, dict[str, float]]) -> frozenset[str]:
+    """Given names common enough to be real names rather than someone's typing.
+
+    Typing slips of a popular name recur ("Saumel" for Samuel is typed again and again), so
+    frequency alone is not enough: a name one edit from a name twenty times as common is
+    taken for a slip of it. Jack and Jake, Ava and Eva are both common: both stay real names.
+    """
+    shares = tf.get("given", {})
+    frequent = {name: share for name, share in shares.items() if share >= KNOWN_NAME_FREQUENCY}
+    known = set()
+    for name, share in frequent.items():
+        slip = any(
+            other_share >= TYPO_RATIO * share and DamerauLevenshtein.distance(name, other) <= 1
+            for other, other_share in frequent.items()
+            if other != name
+        )
+        if not slip:
+            known.add(name)
+    return frozenset(known)
+
+
+def conflict(
+    a: Prepared, b: Prepared, levels: tuple[int, ...], known: frozenset[str] = frozenset()
+) -> str | None:
+    """Why these two records must never be linked automatically, or None.
+
+    ``known`` holds the given names common enough to be real names: twins called Ava and Eva,
+    or Jack and Jake, look like a typo of one name, but two real names are two children.
+    """
+    if levels[cmp.DOB] == DOB_DIFFERENT:
+        if a.dob is not None and b.dob is not None:
+            if abs((a.dob - b.dob).days) > GENERATION_GAP_DAYS:
+                return "dates of birth years apart (siblings, or a parent and child of one name)"
+        else:
+            first, second = a.expected or a.dob, b.expected or b.dob
+            if first and second and abs((first - second).days) > PREGNANCY_GAP_DAYS:
+                return "an expected date of birth that belongs to another pregnancy"
+    if levels[cmp.NHS] == 1:
+        return "different valid NHS numbers"
+    if levels[cmp.UPN] == 1:
+        return "different permanent UPNs"
+    given_level = levels[cmp.GIVEN]
+    two_real_names = (
+        given_level >= GIVEN_SIMILAR
+        and given_level != GIVEN_DIFFERENT
+        and a.given in known
+        and b.given in known
+    )
+    if given_level == GIVEN_DIFFERENT or two_real_names:
+        if levels[cmp.NHS] == 0 or levels[cmp.UPN] == 0:
+            if levels[cmp.DOB] == DOB_DIFFERENT:
+                return "a shared identifier, but given name and date of birth both differ"
+            return None
+        # Twins share family name, date of birth and address; siblings family name and address.
+        return "different given names (twins and siblings share everything else)"
+    return None

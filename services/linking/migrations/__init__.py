@@ -1,0 +1,1 @@
+"""Alembic history of this service (its own version table in its own schema)."""

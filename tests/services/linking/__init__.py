@@ -1,0 +1,1 @@
+"""Tests of the linking service: the matching engine, link-file, the API and the event flow."""

@@ -1,0 +1,284 @@
+"""The matching engine on the traps that matter most in children's records, and on the
+domain comparisons, scored with the shipped (trained) model."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from services.linking.matching import batch, blocking, names
+from services.linking.matching import comparisons as cmp
+from services.linking.matching.model import Band, LinkageModel, Method
+from services.linking.matching.records import PersonRecord, Prepared, prepare
+
+HOME = {"family_name": "Smith", "postcode": "DE1 2AB", "address": "12 Oak Road, Derby"}
+
+
+@pytest.fixture(scope="module")
+def model() -> LinkageModel:
+    return LinkageModel.load()
+
+
+def record(record_id: str = "r", **fields: object) -> Prepared:
+    return prepare(PersonRecord(record_id=record_id, **fields))  # type: ignore[arg-type]
+
+
+def band(model: LinkageModel, a: Prepared, b: Prepared) -> Band:
+    return model.score(a, b).band(model.thresholds)
+
+
+# The traps -----------------------------------------------------------------------------------
+
+
+def test_twins_are_never_linked_though_they_share_family_name_birthday_and_home(
+    model: LinkageModel,
+) -> None:
+    oliver = record(given_names="Oliver", date_of_birth=date(2018, 5, 1), sex="male", **HOME)
+    amelia = record(given_names="Amelia", date_of_birth=date(2018, 5, 1), sex="female", **HOME)
+    score = model.score(oliver, amelia)
+    assert score.band(model.thresholds) is Band.NEW_PERSON
+    assert score.conflict is not None and "twins" in score.conflict
+
+
+def test_twins_with_names_one_letter_apart_are_two_real_names_not_a_typo(
+    model: LinkageModel,
+) -> None:
+    jack = record(given_names="Jack", date_of_birth=date(2018, 5, 1), sex="male", **HOME)
+    jake = record(given_names="Jake", date_of_birth=date(2018, 5, 1), sex="male", **HOME)
+    score = model.score(jack, jake)
+    # Everything else agrees, so the weights alone would link them: the rule forbids it.
+    assert score.probability > model.thresholds.link
+    assert score.band(model.thresholds) is Band.NEW_PERSON
+
+
+def test_a_typo_of_a_name_is_not_mistaken_for_a_twin(model: LinkageModel) -> None:
+    ivy = record(given_names="Isabella", date_of_birth=date(2018, 5, 1), sex="female", **HOME)
+    typo = record(given_names="Isabelal", date_of_birth=date(2018, 5, 1), sex="female", **HOME)
+    assert band(model, ivy, typo) is Band.LINK
+
+
+def test_siblings_sharing_family_name_and_address_are_not_linked(model: LinkageModel) -> None:
+    oliver = record(given_names="Oliver", date_of_birth=date(2016, 5, 1), **HOME)
+    harry = record(given_names="Harry", date_of_birth=date(2017, 8, 11), **HOME)
+    assert band(model, oliver, harry) is Band.NEW_PERSON
+
+
+def test_a_parent_and_child_of_one_name_are_not_linked(model: LinkageModel) -> None:
+    mother = record(given_names="Grace", date_of_birth=date(1985, 5, 1), sex="female", **HOME)
+    daughter = record(given_names="Grace", date_of_birth=date(2012, 8, 11), sex="female", **HOME)
+    assert band(model, mother, daughter) is Band.NEW_PERSON
+
+
+def test_an_unborn_child_joins_the_born_child(model: LinkageModel) -> None:
+    unborn = record(given_names="Baby", expected_date=date(2025, 3, 1), **HOME)
+    born = record(given_names="Ava", date_of_birth=date(2025, 2, 20), sex="female", **HOME)
+    score = model.score(unborn, born)
+    assert score.levels[cmp.GIVEN] == cmp.NULL  # a placeholder is no evidence against
+    assert cmp.DOB_LEVELS[score.levels[cmp.DOB]].startswith("expected date")
+    assert score.band(model.thresholds) is Band.LINK
+
+
+def test_an_unborn_sibling_is_not_the_older_child(model: LinkageModel) -> None:
+    unborn = record(given_names="Unborn", expected_date=date(2026, 3, 1), **HOME)
+    older = record(given_names="Ava", date_of_birth=date(2022, 2, 20), **HOME)
+    assert band(model, unborn, older) is Band.NEW_PERSON
+
+
+def test_a_baby_record_that_fits_both_twins_joins_neither_and_twins_stay_apart(
+    model: LinkageModel,
+) -> None:
+    records = [
+        record("unborn", given_names="Baby", expected_date=date(2024, 6, 10), **HOME),
+        record("a1", given_names="Oscar", date_of_birth=date(2024, 6, 1), sex="male", **HOME),
+        record("a2", given_names="Oscar", date_of_birth=date(2024, 6, 1), **HOME),
+        record("b1", given_names="Ruby", date_of_birth=date(2024, 6, 1), sex="female", **HOME),
+        record("b2", given_names="Ruby", date_of_birth=date(2024, 6, 1), **HOME),
+    ]
+    labels, _ = batch.link(records, model, workers=1)
+    assert labels[1] == labels[2]
+    assert labels[3] == labels[4]
+    assert labels[1] != labels[3]
+    assert labels[0] not in (labels[1], labels[3])
+
+
+@pytest.mark.parametrize("placeholder", ["Baby", "Unborn", "Baby of Jane", "NK", "Unknown", ""])
+def test_placeholder_given_names_are_no_evidence(placeholder: str) -> None:
+    assert names.is_placeholder(names.normalise(placeholder))
+    assert record(given_names=placeholder, family_name="Smith").given == ""
+
+
+# Deterministic identifiers -------------------------------------------------------------------
+
+
+def test_a_shared_valid_nhs_number_links_deterministically_despite_a_new_name(
+    model: LinkageModel,
+) -> None:
+    a = record(given_names="Kayleigh", family_name="Brown", nhs_number="943 476 5919")
+    b = record(given_names="Kayleigh", family_name="Okafor", nhs_number="9434765919")
+    score = model.score(a, b)
+    assert score.deterministic is Method.NHS_NUMBER
+    assert score.band(model.thresholds) is Band.LINK
+
+
+def test_different_valid_nhs_numbers_are_strong_evidence_against(model: LinkageModel) -> None:
+    a = record(given_names="Maya", date_of_birth=date(2016, 5, 4), nhs_number="9434765919", **HOME)
+    b = record(given_names="Maya", date_of_birth=date(2016, 5, 4), nhs_number="4010232137", **HOME)
+    score = model.score(a, b)
+    assert model.weights[cmp.NHS][1] < -10
+    assert score.band(model.thresholds) is Band.NEW_PERSON
+
+
+def test_an_nhs_number_failing_modulus_11_is_ignored_not_trusted() -> None:
+    bad = record(given_names="Maya", family_name="Smith", nhs_number="9434765918")
+    assert bad.nhs is None
+    assert any("modulus 11" in problem for problem in bad.problems)
+
+
+def test_a_shared_upn_links_but_a_temporary_upn_is_no_evidence_against(
+    model: LinkageModel,
+) -> None:
+    a = record(given_names="Leo", family_name="Hill", upn="L938200124001")
+    b = record(given_names="Leo", family_name="Hill", upn="l938200124001")
+    assert model.score(a, b).deterministic is Method.UPN
+    temporary = record(given_names="Leo", family_name="Hill", upn="X93820012400A")
+    assert temporary.upn_temporary
+    assert cmp.upn(a, temporary) == cmp.NULL
+
+
+def test_an_identifier_on_the_wrong_child_goes_to_a_person_to_decide(model: LinkageModel) -> None:
+    a = record(given_names="Maya", date_of_birth=date(2016, 5, 4), nhs_number="9434765919")
+    b = record(given_names="Ralph", date_of_birth=date(1971, 1, 9), nhs_number="9434765919")
+    score = model.score(a, b)
+    assert score.deterministic is None
+    assert score.band(model.thresholds) is Band.REVIEW
+
+
+# The comparisons -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "level"),
+    [
+        ("William", "William", 0),
+        ("William", "Bill", 2),
+        ("Elizabeth", "Liz", 2),
+        ("Alfred", "Alfie", 2),
+        ("Alfred", "Ahlfie", 2),  # a nickname with a typo
+        ("Thomas John", "John", 3),  # known by a middle name
+        ("Isabella", "Isabela", 4),
+        ("Sophie", "Sofie", 5),
+        ("Aisha", "Ayesha", 6),
+        ("Oliver", "Harry", 7),
+    ],
+)
+def test_given_name_levels(left: str, right: str, level: int) -> None:
+    a = record(given_names=left, family_name="Smith")
+    b = record(given_names=right, family_name="Smith")
+    assert cmp.given_name(a, b) == level, cmp.GIVEN_LEVELS[cmp.given_name(a, b)]
+
+
+def test_given_and_family_names_written_the_other_way_round(model: LinkageModel) -> None:
+    a = record(given_names="Harris", family_name="Elsie", date_of_birth=date(1988, 1, 17))
+    b = record(given_names="Elsie", family_name="Harris", date_of_birth=date(1988, 1, 17))
+    assert cmp.given_name(a, b) == 1
+    assert cmp.family_name(a, b) == 1
+    assert band(model, a, b) is Band.LINK
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "others", "level"),
+    [
+        ("Smith-Jones", "Smith", (), 2),
+        ("Smith Jones", "Jones", (), 2),
+        ("Okafor", "Brown", ("Brown",), 3),  # a known earlier name
+        ("Smyth", "Smith", (), 4),
+        ("Jones", "Patel", (), 7),
+    ],
+)
+def test_family_name_levels(left: str, right: str, others: tuple[str, ...], level: int) -> None:
+    a = record(given_names="Ava", family_name=left, other_names=others)
+    b = record(given_names="Ava", family_name=right)
+    assert cmp.family_name(a, b) == level
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "level"),
+    [
+        (date(2015, 3, 4), date(2015, 3, 4), 0),
+        (date(2015, 3, 4), date(2015, 4, 3), 1),  # day and month swapped
+        (date(2015, 3, 4), date(2015, 3, 14), 2),  # one digit
+        (date(2015, 3, 4), date(2016, 3, 4), 2),
+        (date(2015, 3, 4), date(2015, 11, 30), 4),  # same year
+        (date(2015, 3, 4), date(2009, 7, 30), 5),
+    ],
+)
+def test_date_of_birth_levels(left: date, right: date, level: int) -> None:
+    a = record(given_names="Ava", date_of_birth=left)
+    b = record(given_names="Ava", date_of_birth=right)
+    assert cmp.date_of_birth(a, b) == level
+
+
+def test_an_estimated_age_agrees_within_two_years() -> None:
+    estimated = record(given_names="Ava", date_of_birth=date(2014, 7, 1), dob_estimated=True)
+    exact = record(given_names="Ava", date_of_birth=date(2015, 11, 30))
+    assert cmp.date_of_birth(estimated, exact) == 4
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "level"),
+    [
+        ("DE1 2AB", "de12ab", 1),
+        ("DE1 2AB", "DE1 2XY", 3),  # sector
+        ("DE1 2AB", "DE1 7XY", 4),  # outward code
+        ("DE1 2AB", "NG7 2XY", 5),
+    ],
+)
+def test_postcode_levels(left: str, right: str, level: int) -> None:
+    assert cmp.residence(record(postcode=left), record(postcode=right)) == level
+
+
+def test_the_same_address_and_postcode_is_the_strongest_residence_level() -> None:
+    a = record(postcode="DE1 2AB", address="12 Oak Road, Derby")
+    b = record(postcode="DE1 2AB", address="12, Oak Road Derby")
+    assert cmp.residence(a, b) == 0
+
+
+def test_common_names_count_for_less_than_rare_ones(model: LinkageModel) -> None:
+    smiths = model.score(
+        record(given_names="Olivia", family_name="Smith"),
+        record(given_names="Olivia", family_name="Smith"),
+    )
+    rare = model.score(
+        record(given_names="Olivia", family_name="Featherstone"),
+        record(given_names="Olivia", family_name="Featherstone"),
+    )
+    assert rare.weight > smiths.weight + 2
+
+
+def test_evidence_names_each_field_for_and_against(model: LinkageModel) -> None:
+    a = record(given_names="Maya", date_of_birth=date(2016, 5, 4), **HOME)
+    b = record(given_names="Maya", date_of_birth=date(2017, 9, 4), **HOME)
+    evidence = {e.comparison: e for e in model.evidence(a, model.score(a, b).levels)}
+    assert evidence["given_name"].weight > 0
+    assert evidence["date_of_birth"].weight < 0
+    assert evidence["nhs_number"].level is None
+
+
+def test_blocking_keys_catch_a_wrong_date_of_birth_and_a_new_family_name() -> None:
+    original = record(given_names="Elizabeth", family_name="Brown", date_of_birth=date(2015, 3, 4))
+    typo = record(given_names="Liz", family_name="Brown", date_of_birth=date(2015, 4, 3))
+    renamed = record(
+        given_names="Elizabeth",
+        family_name="Okafor",
+        other_names=("Brown",),
+        date_of_birth=date(2015, 3, 4),
+    )
+    assert set(blocking.keys(original)) & set(blocking.keys(typo))
+    assert set(blocking.keys(original)) & set(blocking.keys(renamed))
+
+
+def test_the_model_round_trips_through_json(model: LinkageModel, tmp_path: object) -> None:
+    again = LinkageModel.from_json(model.to_json())
+    assert again.weights == model.weights
+    assert again.prior == model.prior
