@@ -404,6 +404,7 @@ def create_service_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.definition = definition  # what `threadline work` runs, bound as the app binds it
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(CorrelationMiddleware)

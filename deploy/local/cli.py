@@ -226,7 +226,7 @@ def cmd_work(args: argparse.Namespace) -> int:
 
     module = app_module(args.service)
     app = module.create_app()  # the settings and definition exactly as `serve` builds them
-    asyncio.run(run_background(module.DEFINITION, app.state.settings))
+    asyncio.run(run_background(app.state.definition, app.state.settings))
     return 0
 
 

@@ -1,12 +1,14 @@
-"""The referrals service: HTTP API, outbox relay and acknowledgement timers in one process."""
+"""The referrals service: the agency API, its outbox relay and deadline timers, and a consumer of
+the consent service's retention decisions (crypto-shredding expired narratives)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.referrals import endpoints, service
+from services.referrals import consumers, endpoints, service
 from services.referrals.contacts import endpoints as contact_endpoints
 from services.referrals.models import data_keys, plumbing
 from services.referrals.policy import load_policy
@@ -36,12 +38,14 @@ def create_app(
     configure_logs: bool = True,
 ) -> FastAPI:
     settings = settings or ReferralsSettings()
-    app = create_service_app(DEFINITION, settings, clock=clock, configure_logs=configure_logs)
+    vault = Vault(MasterKeyring.from_setting(settings.master_keys), data_keys)
+    definition = dataclasses.replace(DEFINITION, consumers=consumers.registry_for(vault))
+    app = create_service_app(definition, settings, clock=clock, configure_logs=configure_logs)
     if settings.calendar_file:
         working_days, _ = load_calendars(Path(settings.calendar_file))
     else:
         working_days = WorkingDayCalendar()
     app.state.working_days = working_days
-    app.state.vault = Vault(MasterKeyring.from_setting(settings.master_keys), data_keys)
+    app.state.vault = vault
     app.state.policy = load_policy(Path(settings.policy_file) if settings.policy_file else None)
     return app

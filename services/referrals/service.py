@@ -12,6 +12,7 @@ from datetime import datetime
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.consent.events import RetentionExpired
 from services.referrals.events import (
     DeadlineMissed,
     ReferralAcknowledged,
@@ -43,8 +44,10 @@ from shared.calendar import WorkingDayCalendar
 from shared.crypto import KeyDestroyed, Vault
 from shared.db import Database
 from shared.errors import Conflict, NotFound
+from shared.logging import get_logger
 from shared.timers import DueTimer
 
+log = get_logger(__name__)
 SERVICE = "referrals"
 DEADLINE_TIMER = "referral.deadline"
 MASH_SCOPE = "mash:triage"
@@ -83,6 +86,32 @@ async def replayed_referral(
             referral_id=str(existing.id),
         )
     return existing
+
+
+# -- retention --------------------------------------------------------------------------------
+
+
+CASE_NARRATIVE = "case_narrative"
+
+
+async def narratives_expired(session: AsyncSession, vault: Vault, event: RetentionExpired) -> None:
+    """Crypto-shred a subject's narratives: destroy the data key every copy is sealed under.
+
+    Every text sealed for that child (what happened, what was done, their own words, MASH
+    reasons and feedback) becomes unreadable; siblings' copies, under their own keys, stay. The
+    destroyed key's row is kept with its time, as proof of erasure, and nothing can be sealed
+    for the subject again. Other record types are not held here.
+    """
+    if event.record_type != CASE_NARRATIVE:
+        return
+    destroyed = await vault.destroy(session, event.subject_id)
+    log.info(
+        "referrals.narratives_shredded",
+        subject_id=str(event.subject_id),
+        referrals=[str(referral_id) for referral_id in event.referral_ids],
+        already_destroyed=not destroyed,
+        ledger_sequence=event.ledger_sequence,
+    )
 
 
 # -- reading, with per-object authorisation -------------------------------------------------
