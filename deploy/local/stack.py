@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -240,10 +240,10 @@ class Stack:
                 os.killpg(pid, signal.SIGKILL)
         self.pid_file(service).unlink(missing_ok=True)
 
-    def start_services(self) -> None:
-        for service in SERVICES:
+    def start_services(self, services: Sequence[str] = SERVICES) -> None:
+        for service in services:
             self.start_service(service)
-        for service in SERVICES:
+        for service in services:
             self.wait_service_ready(service)
 
     def stop_services(self) -> None:
