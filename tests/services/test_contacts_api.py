@@ -143,7 +143,11 @@ BODIES: dict[str, Callable[[], dict[str, Any]]] = {
 
 @pytest.fixture
 async def api(database_url: str, bootstrap: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(referrals_settings(database_url, bootstrap), configure_logs=False)
+    # No timer scheduler: on the real clock it would fire deadlines that earlier tests' referrals
+    # left pending in the shared database, adding outbox rows while a test counts them.
+    app = create_app(
+        referrals_settings(database_url, bootstrap, timers_enabled=False), configure_logs=False
+    )
     async with serving(app) as client:
         yield client
 

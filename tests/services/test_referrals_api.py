@@ -30,7 +30,9 @@ IN_TWO_MONTHS = (date.today() + timedelta(days=60)).isoformat()
 @pytest.fixture
 async def api(database_url: str, bootstrap: str) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(
-        referrals_settings(database_url, bootstrap),
+        # No timer scheduler: it would fire deadlines other tests left pending in the shared
+        # database (their clocks differ), adding rows while a test counts them.
+        referrals_settings(database_url, bootstrap, timers_enabled=False),
         clock=ManualClock(MAUNDY_THURSDAY),
         configure_logs=False,
     )
