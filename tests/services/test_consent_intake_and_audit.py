@@ -219,6 +219,13 @@ async def test_the_dpo_audits_decisions_overrides_and_withdrawals_without_narrat
     assert integrity["intact"] is True
     assert integrity["head_sequence"] >= changed["ledger_sequence"]
 
+    async def referral_consumed() -> bool:
+        # The consent service learns that the child is a referral's subject from the
+        # referral.received event, asynchronously: wait for it rather than race it.
+        exported = (await dpo(f"/v1/dpo/subjects/{child}/export")).json()
+        return bool(exported["case_subject_of"])
+
+    await eventually(referral_consumed, timeout=30)
     exported = (await dpo(f"/v1/dpo/subjects/{child}/export")).json()
     assert exported["ledger_entries"]
     assert exported["case_subject_of"][0]["referral_id"] == posted.json()["id"]
