@@ -38,6 +38,7 @@ import orjson
 from joserfc import jwt
 from joserfc.jwk import OKPKey
 
+from bench.ingest import wrk_command
 from deploy.local.stack import REPO_ROOT, Stack
 from services.consent import agreements as agreements_module
 from services.consent.ledger import GENESIS_HASH, entry_hash, plain, verify_copy
@@ -352,21 +353,7 @@ def _wrk(
     wrk: str, script: Path, url: str, connections: int, seconds: float, log: Path
 ) -> dict[str, Any]:
     result = subprocess.run(
-        [
-            wrk,
-            "-t",
-            str(min(2, connections)),
-            "-c",
-            str(connections),
-            "-d",
-            f"{round(seconds)}s",
-            "--timeout",
-            "10s",
-            "--latency",
-            "-s",
-            str(script),
-            url,
-        ],
+        wrk_command(wrk, script, url, connections, seconds),
         capture_output=True,
         text=True,
         check=False,

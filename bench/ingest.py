@@ -1148,10 +1148,9 @@ def write_wrk_script(path: Path, bodies: list[Body], tokens: dict[str, str], tag
     )
 
 
-async def start_wrk(
-    wrk: str, script: Path, url: str, connections: int, seconds: float
-) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
+def wrk_command(wrk: str, script: Path, url: str, connections: int, seconds: float) -> list[str]:
+    """wrk with its Lua script: at most two threads (two cores), 10 s timeout, latency kept."""
+    return [
         wrk,
         "-t",
         str(min(2, connections)),
@@ -1165,6 +1164,14 @@ async def start_wrk(
         "-s",
         str(script),
         url,
+    ]
+
+
+async def start_wrk(
+    wrk: str, script: Path, url: str, connections: int, seconds: float
+) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        *wrk_command(wrk, script, url, connections, seconds),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
