@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 from fastapi import FastAPI
 
 from services.timeline import endpoints
@@ -37,8 +38,10 @@ def create_app(
     clock: Clock | None = None,
     configure_logs: bool = True,
     disclosure_tokens: TokenSource | None = None,
+    disclosure_http: httpx.AsyncClient | None = None,
 ) -> FastAPI:
-    """``disclosure_tokens`` replaces the client-credentials token source (tests)."""
+    """``disclosure_tokens`` and ``disclosure_http`` replace the client-credentials token source
+    and the HTTP client of the decision point (tests run the consent app in process)."""
     settings = settings or TimelineSettings()
     app = create_service_app(DEFINITION, settings, clock=clock, configure_logs=configure_logs)
     inner = app.router.lifespan_context
@@ -55,7 +58,9 @@ def create_app(
                 audience="threadline:consent",
             )
             tokens = owned
-        app.state.disclosures = DisclosureClient(settings.consent_url, token=tokens)
+        app.state.disclosures = DisclosureClient(
+            settings.consent_url, token=tokens, http=disclosure_http
+        )
         try:
             async with inner(app) as state:
                 yield state

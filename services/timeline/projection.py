@@ -127,8 +127,7 @@ class Statements:
             f"INSERT INTO {s}.households (household_id, relationships, updated_at) VALUES"
             " (:id, CAST(:relationships AS jsonb), :updated_at) ON CONFLICT (household_id) DO"
             " UPDATE SET relationships = excluded.relationships, updated_at ="
-            f" excluded.updated_at WHERE {s}.households.updated_at <= excluded.updated_at"
-            " RETURNING household_id"
+            " excluded.updated_at"
         )
         self.household_clear = text(f"DELETE FROM {s}.household_members WHERE household_id = :id")
         self.household_member = text(
@@ -439,18 +438,18 @@ class Projector:
         self, session: AsyncSession, event: HouseholdUpdated, envelope: Envelope
     ) -> None:
         relationships = [r.model_dump(mode="json") for r in event.relationships]
-        updated = (
-            await session.execute(
-                self.sql.household,
-                {
-                    "id": event.household_id,
-                    "relationships": json.dumps(relationships, sort_keys=True),
-                    "updated_at": event.updated_at,
-                },
-            )
-        ).one_or_none()
-        if updated is None:
-            return  # an older picture than the one held
+        # The latest picture wins. "Latest" is the order of the household's partition (linking
+        # emits them in commit order, keyed by household), not ``updated_at``: that is the time
+        # of the referral or contact that caused the change, and linking may apply those out of
+        # order (they arrive on different partitions).
+        await session.execute(
+            self.sql.household,
+            {
+                "id": event.household_id,
+                "relationships": json.dumps(relationships, sort_keys=True),
+                "updated_at": event.updated_at,
+            },
+        )
         await session.execute(self.sql.household_clear, {"id": event.household_id})
         if event.members:
             await session.execute(

@@ -316,6 +316,7 @@ def entries_out(rows: Sequence[Any], scope: Scope, *, household: bool) -> list[d
     people = {me: (scope.person.display_name, "this person")} | {
         m.person.person_id: (m.person.display_name, m.relationship) for m in scope.members
     }
+    roles = {m.person.person_id: m.role for m in scope.members}
     by_event: dict[uuid.UUID, dict[str, Any]] = {}
     out: list[dict[str, Any]] = []
     for row in rows:
@@ -360,8 +361,10 @@ def entries_out(rows: Sequence[Any], scope: Scope, *, household: bool) -> list[d
     for entry in out:
         entry.pop("_owners")
         if len(entry["people"]) > 1:
-            # the person whose chronology it is first, then the others
-            entry["people"].sort(key=lambda p: p["person_id"] != me)
+            # the person whose chronology it is first, then children, then adults
+            entry["people"].sort(
+                key=lambda p: (p["person_id"] != me, roles.get(p["person_id"]) == "adult")
+            )
             first = entry["people"][0]
             entry["person_id"], entry["whose"] = (
                 first["person_id"],
