@@ -74,7 +74,9 @@ def police_incident() -> dict[str, Any]:
                 "given_names": "Sarah",
                 "family_name": "Exampleton",
                 "date_of_birth": "1990-02-01",
+                "sex": "female",
                 "role": "victim",
+                "address": {"lines": ["1 Test Street"], "town": "Derby", "postcode": "de1 1aa"},
             },
             {"given_names": "Dean", "family_name": "Sample", "role": "suspect"},
         ],
@@ -276,6 +278,35 @@ async def test_a_police_incident_keeps_who_was_present_and_normalises_identifier
     assert [adult["role"] for adult in data["adults"]] == ["victim", "suspect"]
 
 
+async def test_each_adult_at_an_incident_gets_a_subject_id_and_the_event_carries_addresses(
+    api: httpx.AsyncClient, database: Database
+) -> None:
+    contact = (await post(api, police_incident())).json()
+    sarah, dean = contact["adults"]
+    assert uuid.UUID(sarah["subject_id"]) != uuid.UUID(dean["subject_id"])
+    assert sarah["address"]["postcode"] == "DE1 1AA"
+    [(_, _, data)] = await events_of(database, contact["id"])
+    announced = data["adults"]
+    assert [a["subject_id"] for a in announced] == [sarah["subject_id"], dean["subject_id"]]
+    assert (announced[0]["sex"], announced[0]["address_lines"], announced[0]["postcode"]) == (
+        "female",
+        ["1 Test Street"],
+        "DE1 1AA",
+    )
+    assert (announced[1]["sex"], announced[1]["address_lines"], announced[1]["postcode"]) == (
+        "not_known",
+        [],
+        None,
+    )
+    assert (data["subjects"][0]["address_lines"], data["subjects"][0]["town"]) == (
+        ["1 Test Street"],
+        "Derby",
+    )
+    # Reading it again gives the same ids: they are stored, not derived on each read.
+    again = (await api.get(f"/v1/contacts/{contact['id']}", headers=MASH)).json()
+    assert [a["subject_id"] for a in again["adults"]] == [sarah["subject_id"], dean["subject_id"]]
+
+
 async def test_edge_cases_each_type_allows_are_accepted(api: httpx.AsyncClient) -> None:
     suspension = attendance_concern() | {"kind": "suspension", "period_end": NEXT_WEEK}
     assert (await post(api, suspension, SCHOOL)).status_code == 201
@@ -318,6 +349,19 @@ def _subject(b: dict[str, Any], **changes: object) -> None:
         ),
         ("police", lambda b: b.update(force_code="Derbyshire"), "force_code", "pattern"),
         ("police", lambda b: b["adults"][0].update(role="bystander"), "adults[0].role", "victim"),
+        (
+            "police",
+            lambda b: b["adults"][0]["address"].update(postcode="DE1"),
+            "adults[0].address.postcode",
+            "5 to 7",
+        ),
+        ("police", lambda b: b["adults"][1].update(sex="yes"), "adults[1].sex", "female"),
+        (
+            "police",
+            lambda b: b["adults"][1].update(subject_id=str(uuid.uuid4())),
+            "adults[1].subject_id",
+            "not a field",
+        ),
         (
             "police",
             lambda b: b["subjects"][0].pop("witnessed"),
