@@ -5,9 +5,11 @@ nothing."""
 from __future__ import annotations
 
 import copy
+import importlib.util
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,6 +17,7 @@ import pytest
 from sqlalchemy import func, select
 
 from deploy.local.stack import Stack
+from services.referrals import migrations
 from services.referrals.app import create_app
 from services.referrals.contacts.models import Contact, ContactSubject, ContactText
 from services.referrals.models import AccessRecord, data_keys, plumbing
@@ -305,6 +308,42 @@ async def test_each_adult_at_an_incident_gets_a_subject_id_and_the_event_carries
     # Reading it again gives the same ids: they are stored, not derived on each read.
     again = (await api.get(f"/v1/contacts/{contact['id']}", headers=MASH)).json()
     assert [a["subject_id"] for a in again["adults"]] == [sarah["subject_id"], dean["subject_id"]]
+
+
+async def test_the_migration_gives_adults_recorded_before_subject_ids_the_id_linking_derived(
+    api: httpx.AsyncClient, database: Database
+) -> None:
+    backfill = _migration("0006_subject_details_for_linking").backfill_adult_subject_ids
+    contact = (await post(api, police_incident())).json()
+    contact_id = uuid.UUID(contact["id"])
+    async with database.transaction() as session:
+        # As stored before adults had subject ids.
+        row = await session.get(Contact, contact_id)
+        assert row is not None
+        row.details = row.details | {
+            "adults": [
+                {k: v for k, v in adult.items() if k != "subject_id"}
+                for adult in row.details["adults"]
+            ]
+        }
+    async with database.transaction() as session:
+        connection = await session.connection()
+        assert await connection.run_sync(backfill) >= 1
+        assert await connection.run_sync(backfill) == 0  # nothing left to do
+    again = (await api.get(f"/v1/contacts/{contact_id}", headers=MASH)).json()
+    assert [a["subject_id"] for a in again["adults"]] == [
+        str(uuid.uuid5(contact_id, "adult:0")),
+        str(uuid.uuid5(contact_id, "adult:1")),
+    ]
+
+
+def _migration(name: str) -> Any:
+    path = Path(migrations.__file__).parent / "versions" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 async def test_edge_cases_each_type_allows_are_accepted(api: httpx.AsyncClient) -> None:

@@ -27,11 +27,16 @@ SCHEMA = "referrals"
 
 def upgrade() -> None:
     op.add_column("family_members", sa.Column("nhs_number", sa.String(10)), schema=SCHEMA)
-    bind = op.get_bind()
+    backfill_adult_subject_ids(op.get_bind())
+
+
+def backfill_adult_subject_ids(bind: sa.Connection) -> int:
+    """Give each adult of each stored contact a subject id where it has none; returns how many
+    contacts changed."""
     rows = bind.execute(
         sa.text(
             f"SELECT id, details FROM {SCHEMA}.contacts "
-            "WHERE jsonb_array_length(coalesce(details -> 'adults', '[]'::jsonb)) > 0"
+            "WHERE jsonb_path_exists(details, '$.adults[*] ? (!exists(@.subject_id))')"
         )
     ).all()
     for contact_id, details in rows:
@@ -45,6 +50,7 @@ def upgrade() -> None:
             ),
             {"adults": json.dumps(adults), "id": contact_id},
         )
+    return len(rows)
 
 
 def downgrade() -> None:
