@@ -292,12 +292,11 @@ async def list_ledger(
 async def list_withdrawals(
     principal: Auditor,
     session: SessionDep,
+    paging: PagingDep,
     subject_id: uuid.UUID | None = None,
-    after_sequence: int | None = Query(default=None, ge=0),
-    limit: PageSize = 100,
 ) -> list[WithdrawalOut]:
     repository = LedgerRepository(session)
-    withdrawals = await repository.withdrawals(subject_id, Paging(limit, after_sequence))
+    withdrawals = await repository.withdrawals(subject_id, paging)
     found = [
         WithdrawalOut(
             withdrawal=entry_out(row),

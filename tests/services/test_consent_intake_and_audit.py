@@ -396,6 +396,18 @@ async def test_the_dpo_reads_the_whole_ledger_filtered_and_newest_first(
     assert [e["sequence"] for e in response.json()["items"]] == [decisions[-1]]
     assert response.json()["next_before_sequence"] == decisions[-1]
 
+    withdrawn = await api.post(
+        f"/v1/consents/{recorded.json()['id']}/withdraw",
+        json={"withdrawn_by": {"name": "P Parent", "role": "mother"}, "reason": "changed mind"},
+        headers=SCHOOL_ASKS,
+    )
+    assert withdrawn.status_code == 200, withdrawn.text
+    latest = await api.get(
+        "/v1/dpo/withdrawals", params={"newest_first": "true", "limit": 1}, headers=DPO
+    )
+    [newest_withdrawal] = latest.json()
+    assert newest_withdrawal["withdrawal"]["payload"]["consent_id"] == recorded.json()["id"]
+
     wrong_kind = await api.get("/v1/dpo/ledger", params={"kind": "referral"}, headers=DPO)
     assert wrong_kind.status_code == 422
     assert (await api.get("/v1/dpo/ledger", headers=SCHOOL_ASKS)).status_code == 403
