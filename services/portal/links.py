@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from services.portal import wording
+from services.portal import display, wording
 from services.portal.api import ApiError, Apis
 from services.portal.endpoints import ApisDep, FormValues, MashSession, render
 from services.portal.sessions import Session
@@ -116,12 +116,13 @@ def _pair(item: dict[str, Any]) -> dict[str, Any]:
     """A review item as the page shows it: both records' values field by field, and what each
     comparison found, for or against."""
     one, other = item["record"], item["candidate_record"] or {}
+    child = one.get("role") == "child" and other.get("role", "child") == "child"
     evidence = {e["comparison"]: e for e in item["evidence"]}
     rows = []
     for comparison, label, fields in wording.COMPARED:
         found = evidence.get(comparison, {"level": None, "weight": 0.0})
         strength, colour = wording.evidence_strength(
-            found["weight"] if found["level"] is not None else None
+            found["weight"] if found["level"] is not None else None, child
         )
         rows.append(
             {
@@ -133,7 +134,15 @@ def _pair(item: dict[str, Any]) -> dict[str, Any]:
                 "colour": colour,
             }
         )
-    return {**item, "rows": rows, "one": one, "other": other}
+    noun = ("child", "children") if child else ("person", "people")
+    return {
+        **item,
+        "rows": rows,
+        "one": one,
+        "other": other,
+        "question": f"Are these the same {noun[0]}?",
+        "answers": (f"Yes, the same {noun[0]}", f"No, different {noun[1]}"),
+    }
 
 
 def _values(record: dict[str, Any], fields: tuple[str, ...]) -> str:
@@ -145,9 +154,9 @@ def _values(record: dict[str, Any], fields: tuple[str, ...]) -> str:
         if name == "other_names":
             shown.append("also " + ", ".join(value))
         elif name == "expected_date":
-            shown.append(f"due {value}")
-        elif name == "date_of_birth" and record.get("dob_estimated"):
-            shown.append(f"{value} (a guess)")
+            shown.append(f"not born yet: due {display.day(value)}")
+        elif name == "date_of_birth":
+            shown.append(display.day(value) + (" (a guess)" if record.get("dob_estimated") else ""))
         elif name == "sex":
             shown.append(wording.SEX.get(value, value))
         else:

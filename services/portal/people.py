@@ -59,13 +59,18 @@ async def search(request: Request, session: MashSession, apis: ApisDep) -> Respo
     found: list[dict[str, Any]] | None = None
     if not errors:
         try:
-            answer = await apis.get(session, f"{_linking(apis)}/persons/search", **query, limit=20)
+            # No ``limit``: linking's search refuses any parameter outside its record fields
+            # (its query model forbids extras), so it answers its default ten.
+            answer = await apis.get(session, f"{_linking(apis)}/persons/search", **query)
         except ApiError as error:
             if error.status != 422:
                 raise
             named = [
                 {**e, "field": str(e.get("field", "")).removeprefix("query.")} for e in error.errors
             ]
+            if not all(e["field"] in SEARCH_ORDER for e in named):
+                log.warning("portal.search_refused", detail=error.detail)
+                raise ApiError(503, error.detail) from error
             forms.api_errors(named, errors, SEARCH_ORDER)
         else:
             found = answer["persons"]
@@ -133,8 +138,15 @@ async def _person_context(
                 "inferred": relationship["inferred"],
             }
         )
+    joined = {
+        record_id: merge
+        for merge in held["merges"]
+        if merge["unmerged_at"] is None and merge["survivor_person_id"] == me
+        for record_id in merge["record_ids"]
+    }
     done = request.query_params.get("done")
     return {
+        "joined": joined,
         "held": held,
         "name": wording.display_name(held["records"]),
         "dates_of_birth": sorted(

@@ -4,6 +4,7 @@ the APIs; people read these."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 AGENCY = {
@@ -122,17 +123,41 @@ REVIEW_REASON = {
 }
 
 
-def evidence_strength(weight: float | None) -> tuple[str, str]:
+def evidence_strength(weight: float | None, child: bool = True) -> tuple[str, str]:
     """What one field's evidence says, as a tag text and colour."""
+    same, different = (
+        ("the same child", "different children")
+        if child
+        else (
+            "the same person",
+            "different people",
+        )
+    )
     if weight is None or weight == 0:
         return ("No help either way", "grey")
     if weight >= 4:
-        return ("Strongly suggests the same child", "green")
+        return (f"Strongly suggests {same}", "green")
     if weight > 0:
-        return ("Suggests the same child", "green")
+        return (f"Suggests {same}", "green")
     if weight <= -4:
-        return ("Strongly suggests different children", "red")
-    return ("Suggests different children", "orange")
+        return (f"Strongly suggests {different}", "red")
+    return (f"Suggests {different}", "orange")
+
+
+_REVIEW_ACCEPTED = re.compile(r"^review [0-9a-f-]{36} accepted(?:: (?P<note>.*))?$", re.DOTALL)
+
+
+def change_reason(reason: str | None) -> str:
+    """Why records were joined or separated, in words: a review's answer, not its id."""
+    if not reason:
+        return ""
+    accepted = _REVIEW_ACCEPTED.match(reason)
+    if accepted:
+        note = accepted.group("note")
+        return "Answered in Records to check" + (f": {note}" if note else "")
+    if reason == "no candidates":
+        return "No other record looked like this one"
+    return reason
 
 
 def out_of_100(probability: float | None) -> str:
@@ -275,6 +300,7 @@ def filters() -> dict[str, Any]:
             value, (value[:1].upper() + value[1:]) if value else ""
         ),
         "out_of_100": out_of_100,
+        "change_reason": change_reason,
         "ledger_kind_text": lookup(LEDGER_KIND),
         "outcome_text": lambda value: OUTCOME.get(value, (str(value or ""), "grey"))[0],
         "outcome_colour": lambda value: OUTCOME.get(value, ("", "grey"))[1],
