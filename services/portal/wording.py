@@ -280,7 +280,10 @@ def _as_text(value: Any) -> str:
     if isinstance(value, bool):
         return "Yes" if value else "No"
     if isinstance(value, dict):
-        return "; ".join(f"{k.replace('_', ' ')}: {_as_text(v)}" for k, v in value.items() if v)
+        rest = {k: v for k, v in value.items() if v and k not in {"name", "role"}}
+        who = ", ".join(str(value[k]) for k in ("name", "role") if value.get(k))
+        details = "; ".join(f"{k.replace('_', ' ')}: {_as_text(v)}" for k, v in rest.items())
+        return f"{who} ({details})" if who and details else who or details
     if isinstance(value, list):
         return ", ".join(_as_text(item) for item in value)
     return str(value)

@@ -90,8 +90,8 @@ def _routes(routes: list[Any]) -> list[APIRoute]:
 
 def test_every_page_and_action_says_who_may_use_it() -> None:
     routes = _routes(create_app(PortalSettings()).routes)
-    gets = {r.path for r in routes if "GET" in r.methods} - PUBLIC
-    posts = {r.path for r in routes if "POST" in r.methods} - PUBLIC
+    gets = {r.path for r in routes if "GET" in (r.methods or ())} - PUBLIC
+    posts = {r.path for r in routes if "POST" in (r.methods or ())} - PUBLIC
     assert gets == set(PAGES), "declare who may see each page in PAGES"
     assert posts == set(ACTIONS), "declare who may take each action in ACTIONS"
 
@@ -108,16 +108,16 @@ async def test_each_role_is_refused_every_other_roles_pages_and_actions(
         for template, (allowed, path, status) in PAGES.items():
             if role in allowed:
                 if status == 200 and "{" not in template:
-                    response = await page.goto(path)
-                    assert response is not None and response.status == 200, (role, path)
+                    shown = await page.goto(path)
+                    assert shown is not None and shown.status == 200, (role, path)
                     await pages.check(page, f"{name}{path.replace('/', '-')}")
-                else:
-                    response = await context.request.get(path, max_redirects=0)
-                    assert response.status == status, (role, path, response.status)
-            else:
-                response = await context.request.get(path, max_redirects=0)
-                assert response.status == 403, (role, path, response.status)
-                assert "You cannot see this page" in await response.text()
+                    continue
+                answered = await context.request.get(path, max_redirects=0)
+                assert answered.status == status, (role, path, answered.status)
+                continue
+            refused = await context.request.get(path, max_redirects=0)
+            assert refused.status == 403, (role, path, refused.status)
+            assert "You cannot see this page" in await refused.text()
         for template, (allowed, path) in ACTIONS.items():
             if role in allowed:
                 continue
@@ -127,8 +127,8 @@ async def test_each_role_is_refused_every_other_roles_pages_and_actions(
             )
             assert response.status == 403, (role, template, response.status)
             assert "This page is for other people" in await response.text()
-        refused = next(path for _, (allowed, path, _) in PAGES.items() if role not in allowed)
-        await page.goto(refused)
+        other = next(path for _, (allowed, path, _) in PAGES.items() if role not in allowed)
+        await page.goto(other)
         await expect(page.get_by_role("heading", name="You cannot see this page")).to_be_visible()
         await pages.check(page, f"{name}-refused")
         await context.close()
