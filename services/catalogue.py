@@ -14,9 +14,10 @@ SERVICES: tuple[str, ...] = (
     "notifications",
     "linking",
     "portal",
+    "timeline",
 )
 # The services that own a schema (and so an Alembic history); identity keeps no data.
-MIGRATED: tuple[str, ...] = ("consent", "referrals", "notifications", "linking")
+MIGRATED: tuple[str, ...] = ("consent", "referrals", "notifications", "linking", "timeline")
 # Events of a service's sub-domain, defined beside it rather than in the service's events module.
 SUB_DOMAIN_EVENTS: tuple[str, ...] = ("services.referrals.contacts.events",)
 

@@ -90,6 +90,11 @@ NEEDS_SCHEDULE_1: dict[Article9Condition, frozenset[Schedule1Condition]] = {
 }
 
 
+#: Subjects one request may name: a chronology read names every record of a child and of their
+#: household (each referral or contact describes a child afresh), so hundreds are usual.
+MAX_SUBJECTS = 2000
+
+
 class Outcome(StrEnum):
     SHARE = "share"
     DO_NOT_SHARE = "do_not_share"
@@ -148,7 +153,7 @@ class DisclosureRequest(Strict):
 
     requester: Requester
     recipient: Recipient
-    subject_ids: list[UUID] = Field(min_length=1, max_length=50)
+    subject_ids: list[UUID] = Field(min_length=1, max_length=MAX_SUBJECTS)
     data_categories: list[Slug] = Field(min_length=1, max_length=30)
     special_category: bool
     purpose: Slug

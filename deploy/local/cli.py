@@ -352,6 +352,39 @@ def cmd_link_file(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_timeline_rebuild(args: argparse.Namespace) -> int:
+    from services.timeline.rebuild import ConsumerRunning, rebuild
+    from services.timeline.settings import TimelineSettings
+
+    settings = TimelineSettings()
+
+    def progress(report: Any) -> None:
+        print(f"  … {report.events_read:,} events read ({report.events_per_second:,.0f}/s)")
+
+    try:
+        report = asyncio.run(
+            rebuild(
+                settings.database_url,
+                settings.kafka_bootstrap_servers,
+                do_swap=args.swap,
+                progress=progress,
+            )
+        )
+    except ConsumerRunning as error:
+        print(f"timeline rebuild: {error}", file=sys.stderr)
+        return 2
+    print(
+        f"replayed {report.events_read:,} events ({report.events_applied:,} applied, "
+        f"{report.duplicates:,} duplicates, {report.skipped:,} skipped) in "
+        f"{report.seconds:.1f} s ({report.events_per_second:,.0f} events/s)"
+    )
+    for table, rows in report.rows.items():
+        differences = (report.differences or {}).get(table, 0)
+        print(f"  {table:<18} {rows:>10,} rows   {differences:,} differ from the live model")
+    print("swapped into the live model" if report.swapped else "live model left as it was")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="threadline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -384,6 +417,18 @@ def build_parser() -> argparse.ArgumentParser:
     link.add_argument("--workers", type=int, help="processes (default: the machine's cores)")
     link.add_argument("--show-problems", type=int, default=50, help="refused values listed")
     link.set_defaults(run=cmd_link_file)
+    timeline = commands.add_parser("timeline", help="the MASH timeline read model")
+    timeline_commands = timeline.add_subparsers(dest="timeline_command", required=True)
+    rebuild = timeline_commands.add_parser(
+        "rebuild",
+        help="replay every topic into timeline_rebuild and compare it with the live model",
+    )
+    rebuild.add_argument(
+        "--swap",
+        action="store_true",
+        help="then replace the live model with it (the timeline service must be stopped)",
+    )
+    rebuild.set_defaults(run=cmd_timeline_rebuild)
     events = commands.add_parser("events-doc", help="render the event catalogue")
     events.add_argument("--write", metavar="PATH")
     events.add_argument("--check", metavar="PATH")

@@ -31,6 +31,7 @@ DEFAULT_PORTS = {
     "notifications": 8103,
     "linking": 8104,
     "portal": 8105,
+    "timeline": 8106,
 }
 
 

@@ -76,6 +76,10 @@ class ReferralReceived(
     consent_child_why_not_asked: str | None = None
     referrer_name: str | None = None
     referrer_role: str | None = None
+    # How the MASH and partner agencies reach the referrer (the timeline's "agencies involved").
+    referrer_organisation_name: str | None = None
+    referrer_email: str | None = None
+    referrer_phone: str | None = None
     children: list[ReportedChild]
     family_members: list[ReportedFamilyMember] = []
     acknowledgement_due_at: datetime

@@ -14,6 +14,7 @@ from services.consent.settings import ConsentSettings
 from services.linking.settings import LinkingSettings
 from services.notifications.settings import NotificationsSettings
 from services.referrals.settings import ReferralsSettings
+from services.timeline.settings import TimelineSettings
 from tests.support.tokens import test_issuer
 
 CALENDAR = str(REPO_ROOT / "config" / "calendars" / "england.toml")
@@ -45,6 +46,10 @@ def notifications_settings(
 
 def linking_settings(database_url: str, bootstrap: str, **overrides: Any) -> LinkingSettings:
     return LinkingSettings(**_common(database_url, bootstrap, overrides))
+
+
+def timeline_settings(database_url: str, bootstrap: str, **overrides: Any) -> TimelineSettings:
+    return TimelineSettings(**_common(database_url, bootstrap, overrides))
 
 
 def consent_settings(database_url: str, bootstrap: str, **overrides: Any) -> ConsentSettings:

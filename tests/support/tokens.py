@@ -64,3 +64,7 @@ MASH = bearer(
 MASH_LINKING = bearer(
     organisation="MASH-DEMO", agency="mash", scopes="mash:triage", audience="threadline:linking"
 )
+# The MASH as the timeline sees it.
+MASH_TIMELINE = bearer(
+    organisation="MASH-DEMO", agency="mash", scopes="mash:triage", audience="threadline:timeline"
+)

@@ -1,0 +1,1 @@
+"""The MASH timeline: one chronology per child, siblings beside it, patterns flagged."""

@@ -1,0 +1,73 @@
+"""The timeline service: the MASH read model of every child's chronology, household, pattern
+flags, agencies involved and genogram; each read decided by the consent service."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from services.timeline import endpoints
+from services.timeline.consumers import registry
+from services.timeline.models import plumbing
+from services.timeline.settings import TimelineSettings
+from shared.clock import Clock
+from shared.disclosures import DisclosureClient, TokenSource
+from shared.service import ServiceDefinition, create_service_app
+from shared.tokens import ClientCredentials
+
+DEFINITION = ServiceDefinition(
+    name="timeline",
+    title="Threadline timeline API",
+    description=(
+        "One chronology per child, siblings beside it, patterns flagged: the MASH's read model "
+        "of every referral and contact. Every read is a disclosure decided by the consent service."
+    ),
+    plumbing=plumbing,
+    routers=[endpoints.router],
+    consumers=registry,
+)
+
+
+def create_app(
+    settings: TimelineSettings | None = None,
+    *,
+    clock: Clock | None = None,
+    configure_logs: bool = True,
+    disclosure_tokens: TokenSource | None = None,
+    disclosure_http: httpx.AsyncClient | None = None,
+) -> FastAPI:
+    """``disclosure_tokens`` and ``disclosure_http`` replace the client-credentials token source
+    and the HTTP client of the decision point (tests run the consent app in process)."""
+    settings = settings or TimelineSettings()
+    app = create_service_app(DEFINITION, settings, clock=clock, configure_logs=configure_logs)
+    inner = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
+        tokens = disclosure_tokens
+        owned: ClientCredentials | None = None
+        if tokens is None:
+            owned = ClientCredentials(
+                settings.token_url,
+                settings.client_id,
+                settings.client_secret,
+                audience="threadline:consent",
+            )
+            tokens = owned
+        app.state.disclosures = DisclosureClient(
+            settings.consent_url, token=tokens, http=disclosure_http
+        )
+        try:
+            async with inner(app) as state:
+                yield state
+        finally:
+            await app.state.disclosures.aclose()
+            if owned is not None:
+                await owned.aclose()
+
+    app.router.lifespan_context = lifespan
+    return app

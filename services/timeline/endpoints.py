@@ -1,0 +1,248 @@
+"""The timeline API for MASH staff: a person's chronology (with their household), its summary
+(flags, agencies involved), the genogram and a printable chronology. Scope ``mash:triage``; each
+read is a disclosure, decided by the consent service and recorded (``access.py``)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from services.timeline import access, genogram, reads
+from services.timeline.schemas import (
+    AgencyOut,
+    EntryOut,
+    FlagOut,
+    MemberOut,
+    PersonOut,
+    SummaryOut,
+    TimelineOut,
+)
+from services.timeline.settings import TimelineSettings
+from shared.auth import Principal, require_scope
+from shared.disclosures import DisclosureClient
+from shared.errors import DomainError, NotFound
+from shared.service import ClockDep, SessionDep, runtime_of
+
+MASH_SCOPE = "mash:triage"
+router = APIRouter(prefix="/v1", tags=["timeline"])
+Mash = Annotated[Principal, Depends(require_scope(MASH_SCOPE))]
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    403: {"description": "The consent service's decision was not to share; `detail` says why"},
+    404: {"description": "No such person"},
+    503: {"description": "The decision point could not be asked; nothing is shown"},
+}
+Kind = Literal[
+    "referral",
+    "referral_acknowledged",
+    "referral_rated",
+    "referral_decided",
+    "referral_feedback",
+    "referral_reopened",
+    "assessment_completed",
+    "deadline_missed",
+    "domestic_abuse_incident",
+    "unscheduled_care",
+    "school_attendance",
+    "child_protection_plan",
+    "looked_after",
+    "consent_withdrawn",
+]
+Agency = Literal["school", "health", "police", "local_authority", "mash", "consent"]
+TEMPLATES = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=select_autoescape(["html"]),
+)
+
+
+class BadFilter(DomainError):
+    status_code = 422
+    title = "Unprocessable content"
+
+
+def _settings(request: Request) -> TimelineSettings:
+    settings: TimelineSettings = request.app.state.settings
+    return settings
+
+
+def _client(request: Request) -> DisclosureClient:
+    client: DisclosureClient = request.app.state.disclosures
+    return client
+
+
+@dataclass
+class Disclosed:
+    scope: reads.Scope
+    rows: list[Any]
+    decision_id: uuid.UUID
+
+
+async def _disclose(
+    request: Request,
+    session: SessionDep,
+    principal: Principal,
+    person_id: uuid.UUID,
+    action: str,
+    *,
+    household: bool,
+    filters: reads.Filters | None = None,
+    with_entries: bool = True,
+) -> Disclosed:
+    settings = _settings(request)
+    found = await reads.scope(session, person_id, include_household=household)
+    if found is None:
+        raise NotFound(f"no person {person_id} in the timeline")
+    ids = found.canonical_ids(household)
+    subjects = await reads.subject_ids(session, ids)
+    if not subjects:
+        raise NotFound(f"nothing is recorded about person {person_id} yet")
+    share, decisions, reason = await access.decide(_client(request), principal, subjects, settings)
+    last = decisions[-1].decision_id if decisions else None
+    if not share:
+        # recorded in its own transaction: the refusal must be logged though the request fails
+        async with runtime_of(request).database.transaction() as own:
+            await access.record(own, principal, action, person_id, "refused", last, reason)
+        raise access.Refused(f"not shared: {reason}", decision_id=str(last))
+    rows = await reads.entry_rows(session, ids, filters or reads.Filters()) if with_entries else []
+    await access.record(session, principal, action, person_id, "allowed", last)
+    assert last is not None
+    return Disclosed(found, rows, last)
+
+
+def _person(view: reads.PersonView) -> PersonOut:
+    return PersonOut(
+        person_id=view.person_id,
+        display_name=view.display_name,
+        date_of_birth=view.date_of_birth,
+        unborn_expected_date=view.unborn_expected_date,
+        sex=view.sex,
+        merged_into=view.merged_into,
+    )
+
+
+@router.get(
+    "/persons/{person_id}/timeline",
+    response_model=TimelineOut,
+    responses=RESPONSES,
+    summary="A person's chronology, optionally with their household's beside it",
+)
+async def timeline(
+    person_id: uuid.UUID,
+    request: Request,
+    reader: Mash,
+    session: SessionDep,
+    date_from: Annotated[date | None, Query(alias="from", description="YYYY-MM-DD")] = None,
+    date_to: Annotated[date | None, Query(alias="to", description="YYYY-MM-DD, inclusive")] = None,
+    agency: Annotated[list[Agency] | None, Query(description="one or more")] = None,
+    kind: Annotated[list[Kind] | None, Query(description="one or more")] = None,
+    include: Annotated[Literal["household"] | None, Query()] = None,
+) -> TimelineOut:
+    if date_from and date_to and date_to < date_from:
+        raise BadFilter(
+            "to must not be before from", errors=[{"field": "to", "message": "is before from"}]
+        )
+    household = include == "household"
+    filters = reads.Filters(date_from, date_to, tuple(agency or ()), tuple(kind or ()))
+    disclosed = await _disclose(
+        request, session, reader, person_id, "timeline", household=household, filters=filters
+    )
+    entries = reads.entries_out(disclosed.rows, disclosed.scope, household=household)
+    return TimelineOut(
+        person=_person(disclosed.scope.person),
+        household_included=household,
+        entries=[EntryOut.model_validate(entry) for entry in entries],
+        count=len(entries),
+        decision_id=disclosed.decision_id,
+    )
+
+
+async def _summary(
+    request: Request, session: SessionDep, reader: Principal, person_id: uuid.UUID, now: Any
+) -> tuple[Disclosed, SummaryOut]:
+    disclosed = await _disclose(request, session, reader, person_id, "summary", household=True)
+    scope = disclosed.scope
+    flags = reads.flags(disclosed.rows, scope, _settings(request))
+    agencies = await reads.agencies(session, disclosed.rows, scope, now)
+    return disclosed, SummaryOut(
+        person=_person(scope.person),
+        flags=[FlagOut.model_validate(flag, from_attributes=True) for flag in flags],
+        agencies=[AgencyOut.model_validate(agency) for agency in agencies],
+        household=[
+            MemberOut(
+                person_id=m.person.person_id,
+                display_name=m.person.display_name,
+                date_of_birth=m.person.date_of_birth,
+                role=m.role,
+                relationship=m.relationship,
+            )
+            for m in scope.members
+        ],
+        decision_id=disclosed.decision_id,
+    )
+
+
+@router.get(
+    "/persons/{person_id}/summary",
+    response_model=SummaryOut,
+    responses=RESPONSES,
+    summary="Pattern flags (explained), agencies involved and the household",
+)
+async def summary(
+    person_id: uuid.UUID, request: Request, reader: Mash, session: SessionDep, clock: ClockDep
+) -> SummaryOut:
+    _, out = await _summary(request, session, reader, person_id, clock.now())
+    return out
+
+
+@router.get(
+    "/persons/{person_id}/genogram.svg",
+    response_class=Response,
+    responses={**RESPONSES, 200: {"content": {"image/svg+xml": {}}}},
+    summary="The household as a family tree (SVG)",
+)
+async def genogram_svg(
+    person_id: uuid.UUID, request: Request, reader: Mash, session: SessionDep
+) -> Response:
+    disclosed = await _disclose(
+        request,
+        session,
+        reader,
+        person_id,
+        "genogram",
+        household=True,
+        with_entries=False,  # the tree needs the household, not the entries
+    )
+    return Response(
+        genogram.render(disclosed.scope),
+        media_type="image/svg+xml",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@router.get(
+    "/persons/{person_id}/chronology.html",
+    response_class=HTMLResponse,
+    responses=RESPONSES,
+    summary="A printable chronology for a strategy meeting (household, flags, agencies, tree)",
+)
+async def chronology_html(
+    person_id: uuid.UUID, request: Request, reader: Mash, session: SessionDep, clock: ClockDep
+) -> HTMLResponse:
+    now = clock.now()
+    disclosed, out = await _summary(request, session, reader, person_id, now)
+    entries = reads.entries_out(disclosed.rows, disclosed.scope, household=True)
+    html = TEMPLATES.get_template("chronology.html").render(
+        summary=out,
+        entries=entries,
+        genogram=genogram.render(disclosed.scope),
+        printed_at=now,
+        printed_by=reader.subject,
+        organisation=reader.organisation_code,
+    )
+    return HTMLResponse(html, headers={"Cache-Control": "no-store"})

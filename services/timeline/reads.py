@@ -1,0 +1,450 @@
+"""Reading the chronology: a person, their household, their entries, flags and agencies.
+
+A person's chronology is the entries of every subject linked to them (and to any person merged
+into them); the household view adds the entries of every member of their households, each
+labelled with whose it is, and shows an event that named several of them once.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.timeline import flags as flag_rules
+from services.timeline.models import SCHEMA
+from services.timeline.settings import TimelineSettings
+
+#: How many merges a read follows (a merged person merged again) before it gives up.
+MAX_REDIRECTS = 10
+#: Agencies seen within this long count as working with the family now.
+CURRENT_AGENCY_DAYS = 365
+
+INVERSE = {
+    "parent": "child",
+    "non_resident_parent": "child",
+    "step_parent": "step-child",
+    "partner_of_parent": "child of partner",
+    "grandparent": "grandchild",
+    "sibling": "sibling",
+    "half_sibling": "half-sibling",
+    "household_member": "household member",
+    "other_relative": "relative",
+}
+ROLES = {
+    "referral": "Referrer",
+    "domestic_abuse_incident": "Police officer in the case",
+    "unscheduled_care": "Hospital (unscheduled care)",
+    "school_attendance": "School",
+    "child_protection_plan": "Children's social care (child protection plan)",
+    "looked_after": "Children's social care (looked after)",
+    "referral_acknowledged": "MASH",
+    "referral_rated": "MASH",
+    "referral_decided": "MASH",
+    "referral_reopened": "MASH",
+}
+
+_REDIRECT = text(
+    f"SELECT survivor_person_id FROM {SCHEMA}.redirects WHERE merged_person_id = :id AND active"
+)
+_MERGED_INTO = text(
+    f"SELECT merged_person_id FROM {SCHEMA}.redirects"
+    " WHERE survivor_person_id = ANY(CAST(:ids AS uuid[])) AND active"
+)
+_KNOWN = text(
+    f"SELECT EXISTS (SELECT 1 FROM {SCHEMA}.records WHERE person_id = :id)"
+    f" OR EXISTS (SELECT 1 FROM {SCHEMA}.household_members WHERE person_id = :id)"
+)
+_HOUSEHOLD = text(
+    f"SELECT m.household_id, other.person_id, other.role, h.relationships"
+    f" FROM {SCHEMA}.household_members m"
+    f" JOIN {SCHEMA}.household_members other ON other.household_id = m.household_id"
+    f" JOIN {SCHEMA}.households h ON h.household_id = m.household_id"
+    " WHERE m.person_id = ANY(CAST(:ids AS uuid[]))"
+)
+_PEOPLE = text(
+    "SELECT DISTINCT ON (r.person_id) r.person_id, s.given_names, s.family_name,"
+    " s.date_of_birth, s.unborn_expected_date, s.sex, s.role"
+    f" FROM {SCHEMA}.records r JOIN {SCHEMA}.subjects s ON s.subject_id = r.subject_id"
+    " WHERE r.person_id = ANY(CAST(:ids AS uuid[]))"
+    " ORDER BY r.person_id, s.seen_at DESC, s.subject_id"
+)
+_SCHOOLS = text(
+    "SELECT DISTINCT ON (s.school_urn) s.school_urn, s.seen_at"
+    f" FROM {SCHEMA}.records r JOIN {SCHEMA}.subjects s ON s.subject_id = r.subject_id"
+    " WHERE r.person_id = ANY(CAST(:ids AS uuid[])) AND s.school_urn IS NOT NULL"
+    " ORDER BY s.school_urn, s.seen_at DESC"
+)
+_SUBJECTS = text(
+    f"SELECT subject_id FROM {SCHEMA}.records"
+    " WHERE person_id = ANY(CAST(:ids AS uuid[])) AND subject_id IS NOT NULL"
+)
+
+
+@dataclass
+class PersonView:
+    person_id: uuid.UUID
+    display_name: str
+    date_of_birth: date | None
+    unborn_expected_date: date | None
+    sex: str
+    role: str
+    merged_into: uuid.UUID | None = None
+
+
+@dataclass
+class Member:
+    person: PersonView
+    role: str
+    relationship: str  # to the person whose chronology it is
+
+
+@dataclass
+class Scope:
+    """Whose chronology a read covers: the person (and everyone merged into them) and, for the
+    household view, the members of their households."""
+
+    person: PersonView
+    persons: list[uuid.UUID]  # the person and the persons merged into them
+    members: list[Member] = field(default_factory=list)
+    relationships: list[dict[str, Any]] = field(default_factory=list)
+    owner: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)  # any id → canonical id
+
+    def canonical_ids(self, include_household: bool) -> list[uuid.UUID]:
+        ids = list(self.persons)
+        if include_household:
+            ids += [m.person.person_id for m in self.members]
+            ids += [pid for pid, canon in self.owner.items() if canon != self.person.person_id]
+        return list(dict.fromkeys(ids))
+
+
+def display_name(row: Any) -> str:
+    if row.given_names:
+        return f"{row.given_names} {row.family_name}"
+    if row.unborn_expected_date is not None and row.date_of_birth is None:
+        return f"Unborn baby {row.family_name}"
+    return f"{row.family_name} (first name not known)"
+
+
+async def canonical(session: AsyncSession, person_id: uuid.UUID) -> uuid.UUID:
+    current = person_id
+    for _ in range(MAX_REDIRECTS):
+        survivor = (await session.execute(_REDIRECT, {"id": current})).scalar_one_or_none()
+        if survivor is None:
+            return current
+        current = survivor
+    return current
+
+
+async def merged_into(session: AsyncSession, person_id: uuid.UUID) -> list[uuid.UUID]:
+    """The person and every person merged into them, transitively."""
+    found = [person_id]
+    frontier = [person_id]
+    for _ in range(MAX_REDIRECTS):
+        rows = (await session.execute(_MERGED_INTO, {"ids": frontier})).scalars().all()
+        frontier = [pid for pid in rows if pid not in found]
+        if not frontier:
+            break
+        found += frontier
+    return found
+
+
+async def scope(
+    session: AsyncSession, person_id: uuid.UUID, *, include_household: bool
+) -> Scope | None:
+    survivor = await canonical(session, person_id)
+    if not (await session.execute(_KNOWN, {"id": survivor})).scalar_one():
+        return None
+    persons = await merged_into(session, survivor)
+    owner: dict[uuid.UUID, uuid.UUID] = {pid: survivor for pid in persons}
+    household_rows = (await session.execute(_HOUSEHOLD, {"ids": persons})).all()
+    relationships: list[dict[str, Any]] = []
+    seen_households: set[uuid.UUID] = set()
+    member_roles: dict[uuid.UUID, str] = {}
+    for row in household_rows:
+        if row.household_id not in seen_households:
+            seen_households.add(row.household_id)
+            relationships += list(row.relationships)
+        member = await canonical(session, row.person_id)
+        owner.setdefault(row.person_id, member)
+        if member != survivor:
+            member_roles.setdefault(member, row.role)
+    for member in list(member_roles):
+        for pid in await merged_into(session, member):
+            owner.setdefault(pid, member)
+    people = await _people(session, [survivor, *member_roles], owner)
+    me = people.get(survivor) or PersonView(
+        survivor, "Person not yet described", None, None, "", ""
+    )
+    if survivor != person_id:
+        me.merged_into = survivor
+    members = [
+        Member(
+            people.get(m) or PersonView(m, "Not yet described", None, None, "", role),
+            role,
+            relationship_to(survivor, m, relationships, owner),
+        )
+        for m, role in member_roles.items()
+    ]
+    members.sort(key=lambda m: (m.role != "adult", m.person.date_of_birth or date.max))
+    return Scope(me, persons, members, relationships, owner)
+
+
+async def _people(
+    session: AsyncSession, ids: Sequence[uuid.UUID], owner: dict[uuid.UUID, uuid.UUID]
+) -> dict[uuid.UUID, PersonView]:
+    all_ids = [pid for pid, canon in owner.items() if canon in set(ids)] + list(ids)
+    rows = (await session.execute(_PEOPLE, {"ids": list(dict.fromkeys(all_ids))})).all()
+    found: dict[uuid.UUID, PersonView] = {}
+    for row in rows:
+        canon = owner.get(row.person_id, row.person_id)
+        if canon in found and row.person_id != canon:
+            continue  # the survivor's own records name them
+        found[canon] = PersonView(
+            canon,
+            display_name(row),
+            row.date_of_birth,
+            row.unborn_expected_date,
+            row.sex,
+            row.role,
+        )
+    return found
+
+
+def relationship_to(
+    person: uuid.UUID,
+    member: uuid.UUID,
+    relationships: Sequence[dict[str, Any]],
+    owner: dict[uuid.UUID, uuid.UUID],
+) -> str:
+    def canon(value: str) -> uuid.UUID:
+        pid = uuid.UUID(value)
+        return owner.get(pid, pid)
+
+    for r in relationships:
+        if canon(r["person_id"]) == member and canon(r["related_person_id"]) == person:
+            return str(r["kind"]).replace("_", " ")
+    for r in relationships:
+        if canon(r["person_id"]) == person and canon(r["related_person_id"]) == member:
+            return INVERSE.get(r["kind"], "relative")
+    return "household member"
+
+
+@dataclass
+class Filters:
+    date_from: date | None = None
+    date_to: date | None = None
+    agencies: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
+
+
+def _entries_sql(filters: Filters) -> str:
+    where = ["r.person_id = ANY(CAST(:ids AS uuid[]))"]
+    if filters.date_from:
+        where.append("e.occurred_at >= :date_from")
+    if filters.date_to:
+        where.append("e.occurred_at < :date_to")
+    if filters.agencies:
+        where.append("e.agency = ANY(CAST(:agencies AS text[]))")
+    if filters.kinds:
+        where.append("e.kind = ANY(CAST(:kinds AS text[]))")
+    return (
+        "SELECT r.person_id, e.entry_id, e.event_id, e.occurred_at, e.kind, e.title, e.summary,"
+        " e.agency, e.organisation_code, e.who, e.contact, e.source_type, e.source_id,"
+        " e.source_reference, e.facts, ref.rag, ref.decision, ref.decided_at, ref.deadlines"
+        f" FROM {SCHEMA}.records r JOIN {SCHEMA}.entries e ON e.subject_id = r.subject_id"
+        f" LEFT JOIN {SCHEMA}.referrals ref ON ref.referral_id = e.source_id"
+        " AND e.kind = 'referral'"
+        f" WHERE {' AND '.join(where)} ORDER BY e.occurred_at, e.entry_id"
+    )
+
+
+async def entry_rows(
+    session: AsyncSession, ids: Sequence[uuid.UUID], filters: Filters
+) -> list[Any]:
+    params: dict[str, Any] = {"ids": list(ids)}
+    if filters.date_from:
+        params["date_from"] = datetime.combine(filters.date_from, datetime.min.time()).astimezone()
+    if filters.date_to:
+        params["date_to"] = datetime.combine(
+            filters.date_to + timedelta(days=1), datetime.min.time()
+        ).astimezone()
+    if filters.agencies:
+        params["agencies"] = list(filters.agencies)
+    if filters.kinds:
+        params["kinds"] = list(filters.kinds)
+    return list((await session.execute(text(_entries_sql(filters)), params)).all())
+
+
+async def subject_ids(session: AsyncSession, ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+    return list((await session.execute(_SUBJECTS, {"ids": list(ids)})).scalars().all())
+
+
+def _facts(row: Any) -> dict[str, Any]:
+    facts = row.facts
+    return json.loads(facts) if isinstance(facts, str) else dict(facts or {})
+
+
+def deadlines(row: Any) -> list[dict[str, Any]]:
+    held = row.deadlines or {}
+    if isinstance(held, str):
+        held = json.loads(held)
+    order = ["acknowledgement", "written_follow_up", "decision", "feedback", "assessment"]
+    out = []
+    for name in sorted(held, key=lambda n: order.index(n) if n in order else len(order)):
+        value = held[name]
+        out.append(
+            {
+                "name": name,
+                "due_at": value.get("due_at"),
+                "met_at": value.get("met_at"),
+                "met": value.get("met"),
+            }
+        )
+    return out
+
+
+def entries_out(rows: Sequence[Any], scope: Scope, *, household: bool) -> list[dict[str, Any]]:
+    """Rows as the API gives them: one per event, labelled with whose it is."""
+    me = scope.person.person_id
+    people = {me: (scope.person.display_name, "this person")} | {
+        m.person.person_id: (m.person.display_name, m.relationship) for m in scope.members
+    }
+    roles = {m.person.person_id: m.role for m in scope.members}
+    by_event: dict[uuid.UUID, dict[str, Any]] = {}
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        owner = scope.owner.get(row.person_id, row.person_id)
+        name, relationship = people.get(owner, ("someone in the household", "household member"))
+        key = row.event_id
+        if household and key in by_event:
+            entry = by_event[key]
+            if owner not in entry["_owners"]:
+                entry["_owners"].append(owner)
+                entry["people"].append(
+                    {"person_id": owner, "name": name, "relationship": relationship}
+                )
+            continue
+        entry = {
+            "entry_id": row.entry_id,
+            "person_id": owner,
+            "whose": name,
+            "relationship": relationship,
+            "people": [{"person_id": owner, "name": name, "relationship": relationship}],
+            "occurred_at": row.occurred_at,
+            "kind": row.kind,
+            "title": row.title,
+            "summary": row.summary,
+            "agency": row.agency,
+            "organisation_code": row.organisation_code,
+            "who": row.who,
+            "contact": row.contact,
+            "rag": row.rag,
+            "decision": row.decision,
+            "deadlines": deadlines(row),
+            "source": {
+                "type": row.source_type,
+                "id": row.source_id,
+                "reference": row.source_reference,
+                "path": _source_path(row.source_type, row.source_id),
+            },
+            "_owners": [owner],
+        }
+        by_event[key] = entry
+        out.append(entry)
+    for entry in out:
+        entry.pop("_owners")
+        if len(entry["people"]) > 1:
+            # the person whose chronology it is first, then children, then adults
+            entry["people"].sort(
+                key=lambda p: (p["person_id"] != me, roles.get(p["person_id"]) == "adult")
+            )
+            first = entry["people"][0]
+            entry["person_id"], entry["whose"] = (
+                first["person_id"],
+                ", ".join(p["name"] for p in entry["people"]),
+            )
+            entry["relationship"] = first["relationship"]
+    return out
+
+
+def _source_path(source_type: str, source_id: uuid.UUID) -> str | None:
+    if source_type == "referral":
+        return f"/v1/referrals/{source_id}"
+    if source_type == "contact":
+        return f"/v1/contacts/{source_id}"
+    return None
+
+
+def lines_of(rows: Sequence[Any], scope: Scope) -> list[flag_rules.Line]:
+    return [
+        flag_rules.Line(
+            entry_id=row.entry_id,
+            person_id=scope.owner.get(row.person_id, row.person_id),
+            occurred_at=row.occurred_at,
+            kind=row.kind,
+            facts=_facts(row),
+            decision=row.decision,
+            decided_at=row.decided_at,
+            source_id=row.source_id,
+        )
+        for row in rows
+    ]
+
+
+def flags(rows: Sequence[Any], scope: Scope, settings: TimelineSettings) -> list[flag_rules.Flag]:
+    me = scope.person.person_id
+    lines = lines_of(rows, scope)
+    own = [line for line in lines if line.person_id == me]
+    siblings = {
+        m.person.person_id
+        for m in scope.members
+        if m.role == "child" and m.relationship in {"sibling", "half-sibling", "household member"}
+    }
+    sibling_lines = [line for line in lines if line.person_id in siblings]
+    unborn = scope.person.date_of_birth is None and scope.person.unborn_expected_date is not None
+    return flag_rules.evaluate(own, sibling_lines, settings, unborn=unborn)
+
+
+async def agencies(
+    session: AsyncSession, rows: Sequence[Any], scope: Scope, now: datetime
+) -> list[dict[str, Any]]:
+    """Who is working with this child and family, newest first, from the entries."""
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in sorted(rows, key=lambda r: r.occurred_at):
+        if row.source_type == "consent" or row.kind == "deadline_missed":
+            continue
+        key = (row.agency, row.organisation_code)
+        current = found.get(key)
+        if current is None or row.occurred_at >= current["last_seen_at"]:
+            found[key] = {
+                "agency": row.agency,
+                "organisation_code": row.organisation_code,
+                "role": ROLES.get(row.kind, row.agency.replace("_", " ").capitalize()),
+                "name": row.who or (current or {}).get("name"),
+                "contact": row.contact or (current or {}).get("contact"),
+                "last_seen_at": row.occurred_at,
+            }
+    schools = (await session.execute(_SCHOOLS, {"ids": scope.persons})).all()
+    for school in schools:
+        key = ("school", school.school_urn)
+        if key not in found:
+            found[key] = {
+                "agency": "school",
+                "organisation_code": school.school_urn,
+                "role": "The child's school",
+                "name": f"School URN {school.school_urn}",
+                "contact": None,
+                "last_seen_at": school.seen_at,
+            }
+    horizon = now - timedelta(days=CURRENT_AGENCY_DAYS)
+    out = sorted(found.values(), key=lambda a: a["last_seen_at"], reverse=True)
+    for agency in out:
+        agency["current"] = agency["last_seen_at"] >= horizon
+    return out
