@@ -577,21 +577,3 @@ async def mash_action(
 async def escalations(request: Request, session: ManagerSession, apis: ApisDep) -> Response:
     items = await apis.inbox(session, audience="mash_manager", status="open")
     return render(request, "mash/escalations.html", {"items": items})
-
-
-# -- waiting for the timeline service: an honest placeholder, no invented data -----------------
-
-
-@router.get("/mash/referrals/{referral_id}/timeline", response_class=HTMLResponse)
-async def timeline(request: Request, referral_id: uuid.UUID, session: MashSession) -> Response:
-    return render(
-        request,
-        "placeholder.html",
-        {
-            "title": "The child's timeline",
-            "text": "The linked timeline of everything every agency has shared about this child, "
-            "their brothers and sisters and their household (issue 6) is being built now. "
-            "Until then, the referral page shows this referral only.",
-            "back": f"/mash/referrals/{referral_id}",
-        },
-    )

@@ -1,6 +1,6 @@
-"""The portal's test stack: the real identity provider, consent, referrals, notifications, linking
-and portal as processes (a browser needs real ports), on the session's PostgreSQL and Kafka; and
-a headless Debian Chromium driven by Playwright.
+"""The portal's test stack: the real identity provider, consent, referrals, notifications,
+linking, timeline and portal as processes (a browser needs real ports), on the session's
+PostgreSQL and Kafka; and a headless Debian Chromium driven by Playwright.
 
 The services trust the stack's identity provider and also the tests' own issuer
 (``tests/support/tokens.py``), so a test can act as an agency system with scopes no demo client
@@ -20,7 +20,15 @@ import pytest
 from deploy.local.stack import REPO_ROOT, Stack
 from tests.support.tokens import test_issuer
 
-PORTAL_PROCESSES = ("identity", "consent", "referrals", "notifications", "linking", "portal")
+PORTAL_PROCESSES = (
+    "identity",
+    "consent",
+    "referrals",
+    "notifications",
+    "linking",
+    "timeline",
+    "portal",
+)
 CHROMIUM = os.environ.get("THREADLINE_CHROMIUM", "/usr/bin/chromium")
 AXE = REPO_ROOT / "services" / "portal" / "node_modules" / "axe-core" / "axe.min.js"
 SCREENSHOTS = REPO_ROOT / "test-results" / "portal"
@@ -34,6 +42,7 @@ class PortalStack:
     notifications: str
     consent: str
     linking: str
+    timeline: str
 
 
 @pytest.fixture(scope="package")
@@ -62,6 +71,7 @@ def portal_stack(stack: Stack) -> Iterator[PortalStack]:
             notifications=stack.url("notifications"),
             consent=stack.url("consent"),
             linking=stack.url("linking"),
+            timeline=stack.url("timeline"),
         )
     finally:
         for name in reversed(PORTAL_PROCESSES):
