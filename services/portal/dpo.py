@@ -40,7 +40,7 @@ FILTER_ORDER = [
 #: The choices of each filter: the API's codes with their plain words.
 CHOICES = {
     "kind": wording.LEDGER_KIND,
-    "agency": {k: v for k, v in wording.AGENCY.items() if k != "dpo"},
+    "agency": {k: v for k, v in wording.AGENCY.items() if k not in {"dpo", "consent"}},
     "purpose": wording.PURPOSE,
     "lawful_basis": wording.LAWFUL_BASIS,
     "outcome": {"share": "Shared", "do_not_share": "Not shared"},

@@ -14,6 +14,7 @@ AGENCY = {
     "local_authority": "Children's services",
     "mash": "MASH",
     "dpo": "Data protection office",
+    "consent": "Consent records",
 }
 
 # -- linking -----------------------------------------------------------------------------------
@@ -213,6 +214,7 @@ PURPOSE = {
     "safeguarding_referral": "A safeguarding referral",
     "mash_enquiry": "MASH enquiries",
     "timeline_read": "MASH reading a child's timeline",
+    "mash_triage": "MASH triage: reading a child's timeline",
     "referral_feedback": "Feedback to the person who raised a concern",
     "operation_encompass": "Police telling a school about a domestic abuse incident",
 }
