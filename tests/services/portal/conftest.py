@@ -14,6 +14,7 @@ import shutil
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,6 +85,16 @@ def screenshots() -> Path:
         shutil.rmtree(SCREENSHOTS)
     SCREENSHOTS.mkdir(parents=True)
     return SCREENSHOTS
+
+
+@pytest.fixture(scope="module")
+def pages(screenshots: Path, request: pytest.FixtureRequest) -> Any:
+    """Screenshots and axe-core checks, into a folder named after the test module."""
+    from tests.services.portal.test_browser import Pages
+
+    directory = screenshots / request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    directory.mkdir(exist_ok=True)
+    return Pages(directory)
 
 
 @pytest.fixture(scope="module")

@@ -34,13 +34,6 @@ APPROVER = {"name": "Sam Manager", "role": "MASH team manager"}
 WHY_NOT_ASKED = "Asking the family could put the child at more risk tonight."
 
 
-@pytest.fixture(scope="module")
-def pages(screenshots: Path) -> Pages:
-    directory = screenshots / "dpo"
-    directory.mkdir(exist_ok=True)
-    return Pages(directory)
-
-
 class School:
     """A school's own system on the consent API: records consent and asks before sharing."""
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,13 +23,6 @@ from tests.support.tokens import bearer
 pytestmark = pytest.mark.timeout(240)
 
 PER_PAGE = 5  # services/portal/links.py
-
-
-@pytest.fixture(scope="module")
-def pages(screenshots: Path) -> Pages:
-    directory = screenshots / "mash"
-    directory.mkdir(exist_ok=True)
-    return Pages(directory)
 
 
 def unique_family() -> str:

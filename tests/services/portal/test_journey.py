@@ -9,45 +9,20 @@ Every page is screenshotted and checked with axe-core."""
 
 from __future__ import annotations
 
-import asyncio
-import random
 import re
 import uuid
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any, TypeVar
 
 import httpx
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from shared.identifiers import nhs_check_digit
 from tests.services.consent_support import consent_body
-from tests.services.factories import referral_body
 from tests.services.portal.conftest import PortalStack
 from tests.services.portal.test_browser import Pages, signed_in
+from tests.services.timeline.test_timeline_flow import Family, until
 from tests.support.tokens import bearer
 
 pytestmark = pytest.mark.timeout(420)
-T = TypeVar("T")
-
-ADDRESS = {"lines": ["7 Chronology Row"], "town": "Derby", "postcode": "DE1 2AB"}
-
-
-@pytest.fixture(scope="module")
-def pages(screenshots: Path) -> Pages:
-    directory = screenshots / "journey"
-    directory.mkdir(exist_ok=True)
-    return Pages(directory)
-
-
-def nhs_number() -> str:
-    while True:
-        stem = f"{random.randint(400_000_000, 499_999_999)}"
-        digit = nhs_check_digit(stem)
-        if digit is not None:
-            return f"{stem}{digit}"
 
 
 def mash_token(audience: str) -> dict[str, str]:
@@ -59,89 +34,6 @@ def mash_token(audience: str) -> dict[str, str]:
     )
 
 
-async def until(check: Callable[[], Awaitable[T | None]], timeout: float = 90.0) -> T:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        found = await check()
-        if found:
-            return found
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"still {found!r} after {timeout} s")
-        await asyncio.sleep(0.5)
-
-
-class Family:
-    """A family of its own (surname, NHS numbers), so no other test's records link to it."""
-
-    def __init__(self) -> None:
-        self.name = "Journey" + "".join(
-            random.choice("abcdefghijklmnopqrstuvwxyz") for _ in "x" * 8
-        )
-        self.maya_nhs, self.leo_nhs = nhs_number(), nhs_number()
-
-    def mother(self, child: int = 0) -> dict[str, Any]:
-        return {
-            "given_names": "Sarah",
-            "family_name": self.name,
-            "date_of_birth": "1990-02-01",
-            "sex": "female",
-            "address": ADDRESS,
-            "relationships": [
-                {
-                    "child": child,
-                    "relationship": "mother",
-                    "parental_responsibility": True,
-                    "lives_with_child": True,
-                }
-            ],
-        }
-
-    def leo(self) -> dict[str, Any]:
-        return {
-            "given_names": "Leo",
-            "family_name": self.name,
-            "date_of_birth": "2019-09-12",
-            "sex": "male",
-            "nhs_number": self.leo_nhs,
-            "address": ADDRESS,
-        }
-
-    def incident(self) -> dict[str, Any]:
-        return {
-            "type": "police_domestic_abuse_incident",
-            "occurred_at": (datetime.now(UTC) - timedelta(days=20))
-            .isoformat()
-            .replace("+00:00", "Z"),
-            "incident_reference": f"DEMO/2026/{random.randint(10000, 99999)}",
-            "risk_level": "high",
-            "officer": {"name": "PC Sam Officer", "collar_number": "ab1234"},
-            "police_station": "Derby Central",
-            "force_code": "30",
-            "subjects": [
-                {
-                    "given_names": "Maya",
-                    "family_name": self.name,
-                    "date_of_birth": "2016-05-04",
-                    "sex": "female",
-                    "nhs_number": self.maya_nhs,
-                    "address": ADDRESS,
-                    "witnessed": True,
-                    "injured": False,
-                },
-                {**self.leo(), "witnessed": False, "injured": False},
-            ],
-            "adults": [
-                {
-                    "given_names": "Sarah",
-                    "family_name": self.name,
-                    "date_of_birth": "1990-02-01",
-                    "role": "victim",
-                }
-            ],
-            "narrative": "Officers heard shouting; the children were hiding upstairs.",
-        }
-
-
 async def earlier_contacts(stack: PortalStack, family: Family) -> None:
     """The police incident, and Brookside school's referral of Leo."""
     police = bearer(organisation="DEMO-PF", agency="police", scopes="contacts:write")
@@ -151,7 +43,7 @@ async def earlier_contacts(stack: PortalStack, family: Family) -> None:
             f"{stack.referrals}/v1/contacts", json=family.incident(), headers=police
         )
         assert incident.status_code == 201, incident.text
-        body = referral_body(children=[family.leo()], family_members=[family.mother()])
+        body = family.referral(family.leo())
         body["referrer"]["organisation_name"] = "Brookside Primary School"
         leo = await http.post(f"{stack.referrals}/v1/referrals", json=body, headers=brookside)
         assert leo.status_code == 201, leo.text
@@ -166,9 +58,9 @@ async def raise_concern_about_maya(page: Page, pages: Pages, family: Family) -> 
         await page.locator(f"{child}date_of_birth-{part}").fill(value)
     await page.locator(child + "sex").check()  # female
     await page.locator(child + "nhs_number").fill(family.maya_nhs)
-    await page.locator(child + "address-lines-0").fill(ADDRESS["lines"][0])
-    await page.locator(child + "address-town").fill(ADDRESS["town"])
-    await page.locator(child + "address-postcode").fill(ADDRESS["postcode"])
+    await page.locator(child + "address-lines-0").fill(family.address["lines"][0])
+    await page.locator(child + "address-town").fill(family.address["town"])
+    await page.locator(child + "address-postcode").fill(family.address["postcode"])
     await page.locator(child + "own_words").fill("Leo cries when they shout. I look after him.")
     brother = "#children-1-"
     await page.locator(brother + "given_names").fill("Leo")
@@ -176,9 +68,9 @@ async def raise_concern_about_maya(page: Page, pages: Pages, family: Family) -> 
     for part, value in (("day", "12"), ("month", "9"), ("year", "2019")):
         await page.locator(f"{brother}date_of_birth-{part}").fill(value)
     await page.locator(brother + "sex-2").check()  # male
-    await page.locator(brother + "address-lines-0").fill(ADDRESS["lines"][0])
-    await page.locator(brother + "address-town").fill(ADDRESS["town"])
-    await page.locator(brother + "address-postcode").fill(ADDRESS["postcode"])
+    await page.locator(brother + "address-lines-0").fill(family.address["lines"][0])
+    await page.locator(brother + "address-town").fill(family.address["town"])
+    await page.locator(brother + "address-postcode").fill(family.address["postcode"])
     await page.locator("#family_members-0-given_names").fill("Sarah")
     await page.locator("#family_members-0-family_name").fill(family.name)
     await page.locator("#family_members-0-relationship").select_option("mother")
@@ -213,7 +105,7 @@ async def test_a_concern_from_school_through_the_linked_timeline_to_the_dpo(
     # The MASH worker finds it in the queue and acknowledges it.
     mash, page = await signed_in(browser, portal_stack, pages, "mash.worker", "mash")
     row = page.locator("tr", has=page.get_by_role("link", name=reference, exact=True))
-    await expect(row).to_contain_text("Acknowledge")
+    await expect(row).to_contain_text("Waiting to be acknowledged")
     await pages.check(page, "mash-queue")
     await row.get_by_role("link", name=reference, exact=True).click()
     referral_url = page.url
@@ -251,7 +143,7 @@ async def test_a_concern_from_school_through_the_linked_timeline_to_the_dpo(
                     return str(person["person_id"])
             return None
 
-        person_id = await until(maya_person)
+        person_id = await until(maya_person, timeout=90)
 
         async def caught_up() -> bool:
             answer = await http.get(
@@ -267,7 +159,7 @@ async def test_a_concern_from_school_through_the_linked_timeline_to_the_dpo(
                 e["kind"] == "referral" and e["source"]["reference"] == reference for e in entries
             )
 
-        await until(caught_up)
+        await until(caught_up, timeout=90)
 
     await page.get_by_role("link", name=re.compile("timeline, with their family")).click()
     await expect(page.get_by_role("heading", name="Whose timeline?")).to_be_visible()
@@ -362,19 +254,7 @@ async def test_a_timeline_the_consent_service_refuses_is_explained(
     family = Family()
     school = bearer()
     async with httpx.AsyncClient() as http:
-        body = referral_body(
-            children=[
-                {
-                    "given_names": "Maya",
-                    "family_name": family.name,
-                    "date_of_birth": "2016-05-04",
-                    "sex": "female",
-                    "nhs_number": family.maya_nhs,
-                    "address": ADDRESS,
-                }
-            ],
-            family_members=[family.mother()],
-        )
+        body = family.referral(family.maya())
         posted = await http.post(
             f"{portal_stack.referrals}/v1/referrals", json=body, headers=school
         )
@@ -409,7 +289,7 @@ async def test_a_timeline_the_consent_service_refuses_is_explained(
             )
             return answer.status_code == 403
 
-        await until(refused_by_the_timeline)
+        await until(refused_by_the_timeline, timeout=90)
 
     context, page = await signed_in(browser, portal_stack, pages, "mash.worker", "refused")
     response = await page.goto(f"/mash/referrals/{referral['id']}/timeline")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -71,13 +70,6 @@ ACTIONS: dict[str, tuple[frozenset[str], str]] = {
 }
 #: Pages for everyone (signed in or not), and signing out.
 PUBLIC = {"/", "/healthz", "/readyz", "/sign-in", "/auth/callback", "/signed-out", "/sign-out"}
-
-
-@pytest.fixture(scope="module")
-def pages(screenshots: Path) -> Pages:
-    directory = screenshots / "roles"
-    directory.mkdir(exist_ok=True)
-    return Pages(directory)
 
 
 def _routes(routes: list[Any]) -> list[APIRoute]:
