@@ -32,6 +32,7 @@ READ_MODEL = (
     "entries",
     "households",
     "household_members",
+    "expired_sources",
 )
 
 
@@ -74,8 +75,6 @@ class Record(Base):
     record_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     subject_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     person_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
-    method: Mapped[str | None] = mapped_column(String(40))
-    match_probability: Mapped[float | None]
     as_of: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
@@ -148,6 +147,16 @@ class HouseholdMember(Base):
     household_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     person_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     role: Mapped[str] = mapped_column(String(10))
+
+
+class ExpiredSource(Base):
+    """A referral past its retention period: its lines are removed and never projected again,
+    whichever topic (referrals or consent) a replay reads first."""
+
+    __tablename__ = "expired_sources"
+
+    source_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    expired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class AccessRecord(Base):

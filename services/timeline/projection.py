@@ -90,24 +90,17 @@ class Statements:
         )
         # The later linking event wins; a merge may name a record before its subject.linked.
         self.link = text(
-            f"INSERT INTO {s}.records (record_id, subject_id, person_id, method,"
-            " match_probability, as_of) VALUES (:record_id, :subject_id, :person_id, :method,"
-            " :probability, :as_of) ON CONFLICT (record_id) DO UPDATE SET"
+            f"INSERT INTO {s}.records (record_id, subject_id, person_id, as_of) VALUES"
+            " (:record_id, :subject_id, :person_id, :as_of) ON CONFLICT (record_id) DO UPDATE SET"
             f" subject_id = COALESCE({s}.records.subject_id, excluded.subject_id),"
             " person_id = CASE WHEN (excluded.as_of, excluded.person_id::text)"
             f" >= ({s}.records.as_of, {s}.records.person_id::text) THEN excluded.person_id"
             f" ELSE {s}.records.person_id END,"
-            " method = CASE WHEN excluded.method IS NOT NULL AND (excluded.as_of,"
-            f" excluded.person_id::text) >= ({s}.records.as_of, {s}.records.person_id::text)"
-            f" THEN excluded.method ELSE {s}.records.method END,"
-            " match_probability = CASE WHEN excluded.method IS NOT NULL AND (excluded.as_of,"
-            f" excluded.person_id::text) >= ({s}.records.as_of, {s}.records.person_id::text)"
-            f" THEN excluded.match_probability ELSE {s}.records.match_probability END,"
             f" as_of = GREATEST({s}.records.as_of, excluded.as_of)"
         )
         self.move = text(
-            f"INSERT INTO {s}.records (record_id, subject_id, person_id, method,"
-            " match_probability, as_of) SELECT r, NULL, :person_id, NULL, NULL, :as_of"
+            f"INSERT INTO {s}.records (record_id, subject_id, person_id, as_of)"
+            " SELECT r, NULL, :person_id, :as_of"
             " FROM unnest(CAST(:record_ids AS uuid[])) AS r"
             " ON CONFLICT (record_id) DO UPDATE SET"
             " person_id = CASE WHEN (excluded.as_of, excluded.person_id::text)"
@@ -137,6 +130,11 @@ class Statements:
         self.expire_entries = text(
             f"DELETE FROM {s}.entries WHERE source_id = ANY(CAST(:ids AS uuid[]))"
         )
+        self.expire_mark = text(
+            f"INSERT INTO {s}.expired_sources (source_id, expired_at) SELECT i, :at"
+            " FROM unnest(CAST(:ids AS uuid[])) AS i ON CONFLICT DO NOTHING"
+        )
+        self.expired = text(f"SELECT 1 FROM {s}.expired_sources WHERE source_id = :id")
         self.expire_referrals = text(
             f"DELETE FROM {s}.referrals WHERE referral_id = ANY(CAST(:ids AS uuid[]))"
         )
@@ -184,6 +182,8 @@ class Projector:
             for member in event.family_members
         ]
         await self._subjects(session, subjects)
+        if (await session.execute(self.sql.expired, {"id": event.referral_id})).first():
+            return  # past its retention period (a replay may read the expiry first)
         await session.execute(
             self.sql.referral,
             {
@@ -371,6 +371,7 @@ class Projector:
         """Past their retention period, a referral's entries leave the chronology too."""
         if event.referral_ids:
             ids = list(event.referral_ids)
+            await session.execute(self.sql.expire_mark, {"ids": ids, "at": event.expired_at})
             await session.execute(self.sql.expire_entries, {"ids": ids})
             await session.execute(self.sql.expire_referrals, {"ids": ids})
 
@@ -385,8 +386,6 @@ class Projector:
                 "record_id": event.record_id,
                 "subject_id": event.subject_id,
                 "person_id": event.person_id,
-                "method": event.method,
-                "probability": event.match_probability,
                 "as_of": event.linked_at,
             },
         )

@@ -153,6 +153,24 @@ async def _apply(
     return applied, duplicates, failed
 
 
+async def topic_partitions(bootstrap_servers: str, topics: Sequence[str]) -> list[TopicPartition]:
+    """Every partition of ``topics``, from the cluster's metadata."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(topics))
+    finally:
+        await admin.close()
+    return sorted(
+        (
+            TopicPartition(topic["topic"], partition["partition"])
+            for topic in described
+            for partition in topic["partitions"]
+        ),
+        key=lambda tp: (tp.topic, tp.partition),
+    )
+
+
 async def replay(
     database: Database,
     bootstrap_servers: str,
@@ -177,11 +195,7 @@ async def replay(
     )
     await consumer.start()
     try:
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in registry.topics()
-            for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
+        partitions = await topic_partitions(bootstrap_servers, registry.topics())
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         end = await consumer.end_offsets(partitions)

@@ -67,6 +67,13 @@ def upgrade() -> None:
         schema="timeline",
     )
     op.create_table(
+        "expired_sources",
+        sa.Column("source_id", sa.UUID(), nullable=False),
+        sa.Column("expired_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("source_id", name=op.f("pk_expired_sources")),
+        schema="timeline",
+    )
+    op.create_table(
         "household_members",
         sa.Column("household_id", sa.UUID(), nullable=False),
         sa.Column("person_id", sa.UUID(), nullable=False),
@@ -145,8 +152,6 @@ def upgrade() -> None:
         sa.Column("record_id", sa.UUID(), nullable=False),
         sa.Column("subject_id", sa.UUID(), nullable=True),
         sa.Column("person_id", sa.UUID(), nullable=False),
-        sa.Column("method", sa.String(length=40), nullable=True),
-        sa.Column("match_probability", sa.Double(), nullable=True),
         sa.Column("as_of", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("record_id", name=op.f("pk_records")),
         schema="timeline",
@@ -264,6 +269,7 @@ def downgrade() -> None:
     op.drop_table("outbox", schema="timeline")
     op.drop_table("inbox", schema="timeline")
     op.drop_table("households", schema="timeline")
+    op.drop_table("expired_sources", schema="timeline")
     op.drop_index("ix_household_members_person", table_name="household_members", schema="timeline")
     op.drop_table("household_members", schema="timeline")
     op.drop_index("ix_entries_subject_time", table_name="entries", schema="timeline")
