@@ -9,6 +9,7 @@ Every page is screenshotted and checked with axe-core."""
 
 from __future__ import annotations
 
+import random
 import re
 import uuid
 
@@ -17,12 +18,32 @@ import pytest
 from playwright.async_api import Browser, Page, expect
 
 from tests.services.consent_support import consent_body
+from tests.services.linking.test_linking_service import unique_postcode
 from tests.services.portal.conftest import PortalStack
 from tests.services.portal.test_browser import Pages, signed_in
-from tests.services.timeline.test_timeline_flow import Family, until
+from tests.services.timeline.test_timeline_flow import Family as TimelineFamily
+from tests.services.timeline.test_timeline_flow import until
 from tests.support.tokens import bearer
 
 pytestmark = pytest.mark.timeout(420)
+
+
+class Family(TimelineFamily):
+    """The timeline tests' family, with a surname and a home of their own. Those families'
+    surnames share a prefix ("Timeline…"), they live at one address and their mothers share a
+    birthday; to linking, a Sarah born that day with a similar surname at that address is the
+    same woman. This family must not look like them, or it joins them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        letters = "".join(random.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(9))
+        self.name = "Q" + letters
+        self.mother = {**self.mother, "family_name": self.name}
+        self.address = {
+            "lines": [f"{random.randint(1, 200)} Journey Lane"],
+            "town": "Derby",
+            "postcode": unique_postcode("DE"),
+        }
 
 
 def mash_token(audience: str) -> dict[str, str]:
