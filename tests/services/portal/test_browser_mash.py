@@ -212,3 +212,27 @@ async def test_a_mash_worker_checks_records_finds_a_child_and_undoes_a_join(
     await expect(page.get_by_test_id("merge")).to_contain_text("Hattie is her cousin")
     await pages.check(page, "person-unmerged")
     await context.close()
+
+
+async def test_the_search_and_the_review_queue_work_without_javascript(
+    browser: Browser, portal_stack: PortalStack
+) -> None:
+    family = await raise_pair(portal_stack)
+    review_id, number = await review_of(portal_stack, family)
+    context = await browser.new_context(base_url=portal_stack.portal, java_script_enabled=False)
+    page = await context.new_page()
+    await page.goto("/sign-in")
+    await page.get_by_label("Sign-in name").fill("mash.worker")
+    await page.get_by_role("textbox", name="Password").fill("demo-password")
+    await page.get_by_role("button", name="Sign in").click()
+    await page.goto("/mash/people")
+    await page.get_by_label("First name").fill("Hattie")
+    await page.get_by_label("Last name").fill(family)
+    await page.get_by_role("button", name="Search").click()
+    await expect(page.get_by_test_id("people-found")).to_contain_text(f"Hattie {family}")
+    await page.goto(f"/mash/links?page={number}")
+    pair = page.locator("section", has=page.get_by_test_id(f"pair-{review_id}"))
+    await pair.get_by_label("No, different children").check()
+    await pair.get_by_role("button", name="Save the answer").click()
+    await expect(page.get_by_text("Saved: the records stay apart")).to_be_visible()
+    await context.close()
