@@ -390,7 +390,7 @@ def contact_entries(
                 )
             )
         for adult in event.adults:
-            adult_id = getattr(adult, "subject_id", None)
+            adult_id = adult.subject_id
             if adult_id is None:
                 continue
             rows.append(

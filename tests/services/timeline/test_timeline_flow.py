@@ -263,6 +263,17 @@ async def test_a_mash_worker_reads_one_chronology_with_the_household_beside_it(
     assert len(incidents) == 1
     assert {p["name"].split()[0] for p in incidents[0]["people"]} >= {"Maya", "Leo"}
 
+    # the police recorded the mother as the victim: her line is the same event, shown once
+    async def mother_in_incident() -> bool:
+        body = (
+            await timeline.get(
+                url, params={"include": "household", "kind": "domestic_abuse_incident"}
+            )
+        ).json()
+        return any(p["name"].startswith("Sarah") for e in body["entries"] for p in e["people"])
+
+    assert await until(mother_in_incident, timeout=30)
+
     # Filters.
     police_only = await timeline.get(url, params={"agency": "police"})
     assert {e["agency"] for e in police_only.json()["entries"]} == {"police"}
