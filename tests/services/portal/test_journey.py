@@ -9,7 +9,6 @@ Every page is screenshotted and checked with axe-core."""
 
 from __future__ import annotations
 
-import random
 import re
 import uuid
 
@@ -18,7 +17,6 @@ import pytest
 from playwright.async_api import Browser, Page, expect
 
 from tests.services.consent_support import consent_body
-from tests.services.linking.test_linking_service import unique_postcode
 from tests.services.portal.conftest import PortalStack
 from tests.services.portal.test_browser import Pages, signed_in
 from tests.services.timeline.test_timeline_flow import Family as TimelineFamily
@@ -28,22 +26,9 @@ from tests.support.tokens import bearer
 pytestmark = pytest.mark.timeout(420)
 
 
-class Family(TimelineFamily):
-    """The timeline tests' family, with a surname and a home of their own. Those families'
-    surnames share a prefix ("Timeline…"), they live at one address and their mothers share a
-    birthday; to linking, a Sarah born that day with a similar surname at that address is the
-    same woman. This family must not look like them, or it joins them."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        letters = "".join(random.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(9))
-        self.name = "Q" + letters
-        self.mother = {**self.mother, "family_name": self.name}
-        self.address = {
-            "lines": [f"{random.randint(1, 200)} Journey Lane"],
-            "town": "Derby",
-            "postcode": unique_postcode("DE"),
-        }
+# The timeline tests' family: its surname, home and mother's birthday are drawn at random, so
+# linking never joins it to another test's family.
+Family = TimelineFamily
 
 
 def mash_token(audience: str) -> dict[str, str]:
@@ -202,7 +187,12 @@ async def test_a_concern_from_school_through_the_linked_timeline_to_the_dpo(
     await expect(page.get_by_test_id("household")).to_contain_text(f"Leo {family.name}")
     genogram = page.get_by_test_id("genogram")
     await expect(genogram).to_be_visible()
-    assert await genogram.evaluate("image => image.complete && image.naturalWidth > 0")
+    # the tree is an image fetched after the page: wait for it to load, then check it drew
+    await page.wait_for_function(
+        "() => { const image = document.querySelector('[data-testid=genogram]');"
+        " return image !== null && image.complete && image.naturalWidth > 0; }",
+        timeout=20_000,
+    )
     await pages.check(page, "mash-timeline")
 
     # Only the police: the filter keeps the household and the incident.
