@@ -98,7 +98,7 @@ def accuracy(model: LinkageModel, records_count: int) -> dict[str, Any]:
     prepared = [prepare(g.record) for g in records]
     truth = [g.person_id for g in records]
     started = time.perf_counter()
-    edges, best = batch.score_all(prepared, model)
+    edges, best = batch.score_with_moves(prepared, model)
     labels, _ = batch.cluster(prepared, edges, best, model.known_given)
     seconds = time.perf_counter() - started
     overall = evaluation.pairwise(truth, labels)

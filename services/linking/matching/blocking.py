@@ -29,6 +29,18 @@ def _years(record: Prepared, spread: int) -> tuple[int, ...]:
     return tuple(range(year - spread, year + spread + 1))
 
 
+def name_sounds(record: Prepared) -> frozenset[str]:
+    """The sounds of a record's names: its formal given name's and each family-name part's
+    (and known other name's)."""
+    sounds = {names.phonetic(part) for part in (*record.family_tokens, *record.alias_tokens)}
+    if record.family:
+        sounds.add(record.family_phonetic)
+    if record.given:
+        sounds.add(names.phonetic(names.canonical(record.given)))
+    sounds.discard("")
+    return frozenset(sounds)
+
+
 def _keys(record: Prepared) -> tuple[set[str], set[str]]:
     """(the keys a record is filed under, the keys it looks under).
 
@@ -69,7 +81,8 @@ def _keys(record: Prepared) -> tuple[set[str], set[str]]:
         for sound in family_sounds:
             if sound == given_sound:
                 continue
-            name = f"{given_sound}|{sound}"
+            # In either order: a record with given and family names swapped shares it.
+            name = "|".join(sorted((given_sound, sound)))
             if record.dob is not None or record.birth_year is not None:
                 year = record.dob.year if record.dob is not None else record.birth_year
                 filed.add(f"P{name}|{year}")

@@ -155,8 +155,9 @@ class LinkageModel:
                 total += weights[index][level]
         return total
 
-    def score(self, a: Prepared, b: Prepared) -> PairScore:
-        levels = cmp.levels(a, b)
+    def score(self, a: Prepared, b: Prepared, moved: bool = False) -> PairScore:
+        """``moved``: the two records' homes are joined by a known move of the household."""
+        levels = cmp.levels(a, b, moved)
         weight = self.weight_of(a, levels)
         return PairScore(
             weight=weight,
@@ -295,7 +296,9 @@ def conflict(
     """Why these two records must never be linked automatically, or None.
 
     ``known`` holds the given names common enough to be real names: twins called Ava and Eva,
-    or Jack and Jake, look like a typo of one name, but two real names are two children.
+    or Jack and Jake, look like a typo of one name, but two real names are two children (and
+    two names two edits apart, "Jatk" and "Jacs", are one child's name mistyped twice unless
+    both are real names).
     """
     if levels[cmp.DOB] == DOB_DIFFERENT:
         if a.dob is not None and b.dob is not None:

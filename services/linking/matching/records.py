@@ -69,6 +69,8 @@ class Prepared:
     upn: str | None
     upn_temporary: bool
     problems: list[str] = field(default_factory=list)
+    # Where the record places its subject: its postcode and its house (see ``matching.moves``).
+    homes: tuple[str, ...] = ()
 
     @property
     def record_id(self) -> str:
@@ -76,14 +78,19 @@ class Prepared:
 
 
 @lru_cache(maxsize=100_000)
-def _address_parts(address: str | None) -> tuple[str, frozenset[str]]:
-    """The house number (or first number) and the word tokens of a free-text address."""
+def _address_parts(address: str | None) -> tuple[str, frozenset[str], str]:
+    """The house number (or first number), the word tokens of a free-text address, and the
+    house as a key: its number and the first two words after it, the street ("" if either is
+    missing)."""
     if not address:
-        return "", frozenset()
+        return "", frozenset(), ""
     text = names.normalise(address.replace(",", " ").replace("/", " "))
     raw = address.upper().replace(",", " ").split()
-    number = next((part for part in raw if any(ch.isdigit() for ch in part)), "")
-    return number, frozenset(token for token in names.tokens(text) if len(token) > 1)
+    at = next((index for index, part in enumerate(raw) if any(ch.isdigit() for ch in part)), -1)
+    number = raw[at] if at >= 0 else ""
+    street = [names.normalise(part) for part in raw[at + 1 :] if part.isalpha()][:2]
+    house = f"A{number}|{' '.join(street)}" if number and street else ""
+    return number, frozenset(token for token in names.tokens(text) if len(token) > 1), house
 
 
 def prepare(record: PersonRecord, *, trusted: bool = False) -> Prepared:
@@ -133,7 +140,7 @@ def prepare(record: PersonRecord, *, trusted: bool = False) -> Prepared:
             problems.append(f"postcode: {error}")
     dob = record.date_of_birth
     estimated = record.dob_estimated
-    number, address_tokens = _address_parts(record.address)
+    number, address_tokens, house = _address_parts(record.address)
     return Prepared(
         record=record,
         given=given,
@@ -161,4 +168,5 @@ def prepare(record: PersonRecord, *, trusted: bool = False) -> Prepared:
         upn=upn,
         upn_temporary=upn_temporary,
         problems=problems,
+        homes=tuple(home for home in (f"P{postcode}" if postcode else "", house) if home),
     )
