@@ -30,6 +30,11 @@ HomePair = tuple[str, str]
 Support = tuple[Hashable, Hashable]  # the persons (clusters) of the two records that show it
 
 
+def home_key(home: str) -> str:
+    """The ``record_keys`` key under which a record is found at one of its homes."""
+    return f"@{home}"
+
+
 def home_pair(x: str, y: str) -> HomePair:
     return (x, y) if x < y else (y, x)
 

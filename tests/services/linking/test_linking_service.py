@@ -445,6 +445,55 @@ async def test_adults_at_an_incident_link_to_the_family_and_join_the_childrens_h
 # The API -------------------------------------------------------------------------------------
 
 
+async def test_a_move_the_household_is_known_to_have_made_joins_a_childs_old_and_new_homes(
+    api: httpx.AsyncClient, database: Database
+) -> None:
+    """Olivia Smith, a common name, at a new home: alone that is a near miss (review). Once
+    her brother's records show the family moved there, it is where Olivia lived too."""
+    old_home, new_home = unique_postcode("DE"), unique_postcode("DE")
+    born = date(2010 + uuid.uuid4().int % 6, 1 + uuid.uuid4().int % 12, 1 + uuid.uuid4().int % 28)
+    brother_nhs = nhs_number(uuid.uuid4().int % 10**9)
+    olivia = child("Smith", given="Olivia", date_of_birth=born, postcode=old_home)
+    leo = child(
+        "Smith",
+        given="Leo",
+        sex="male",
+        date_of_birth=date(2019, 2, 2),
+        postcode=old_home,
+        nhs_number=brother_nhs,
+    )
+    await receive(database, referral([olivia, leo]))
+    (first,) = await records_of(database, olivia.subject_id)
+    query = {
+        "given_names": "Olivia",
+        "family_name": "Smith",
+        "date_of_birth": born.isoformat(),
+        "sex": "female",
+        "postcode": new_home,
+    }
+    before = (await api.post("/v1/persons/resolve", json=query)).json()
+    assert before["band"] != "link"
+    # A&E sees Leo at the new home: his NHS number makes him one person at both homes.
+    attendance = UnscheduledCareAttendanceRecorded(
+        contact_id=uuid.uuid4(),
+        received_at=RECEIVED,
+        contributor_agency="health",
+        contributor_organisation_code="RDEMO",
+        attended_at=RECEIVED,
+        setting="emergency_department",
+        hospital_site_code="RDEMO01",
+        injury=False,
+        safeguarding_concern=True,
+        subjects=[leo.model_copy(update={"subject_id": uuid.uuid4(), "postcode": new_home})],
+    )
+    async with database.transaction() as session:
+        await consumers.unscheduled_care(session, attendance, envelope(attendance))
+    after = (await api.post("/v1/persons/resolve", json=query)).json()
+    assert (after["band"], after["person_id"]) == ("link", str(first.person_id))
+    evidence = {e["comparison"]: e for e in after["candidates"][0]["evidence"]}
+    assert evidence["residence"]["level"] == "different homes, joined by a move of the household"
+
+
 async def test_resolve_returns_the_person_and_ranked_candidates_with_evidence(
     api: httpx.AsyncClient, database: Database
 ) -> None:
