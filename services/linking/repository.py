@@ -437,8 +437,8 @@ def refresh_features(connection: Connection, page: int = 5000) -> int:
     and its keys (blocking and homes). For a migration that changes what ``prepare`` or
     ``blocking`` derives; returns how many records it refreshed."""
     from services.linking.matching import blocking
-    from services.linking.matching.records import PersonRecord as RecordData
     from services.linking.matching.records import features, prepare
+    from services.linking.service import record_data
 
     table = PersonRecord.__table__
     connection.execute(delete(RecordKey))
@@ -454,23 +454,7 @@ def refresh_features(connection: Connection, page: int = 5000) -> int:
         updates: list[dict[str, Any]] = []
         found: list[dict[str, Any]] = []
         for row in rows:
-            ready = prepare(
-                RecordData(
-                    record_id=str(row.id),
-                    given_names=row.given_names,
-                    family_name=row.family_name,
-                    other_names=tuple(row.other_names or ()),
-                    date_of_birth=row.date_of_birth,
-                    dob_estimated=row.dob_estimated,
-                    expected_date=row.expected_date,
-                    sex=row.sex,
-                    address=row.address,
-                    postcode=row.postcode,
-                    nhs_number=row.nhs_number,
-                    upn=row.upn,
-                ),
-                trusted=True,
-            )
+            ready = prepare(record_data(row), trusted=True)
             updates.append(
                 {"record": row.id, **{f"new_{k}": v for k, v in features(ready).items()}}
             )

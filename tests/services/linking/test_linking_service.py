@@ -122,6 +122,24 @@ def police_incident(
     )
 
 
+async def attend_a_and_e(database: Database, patient: ReportedChild) -> None:
+    """An A&E attendance of this child, consumed by linking."""
+    attendance = UnscheduledCareAttendanceRecorded(
+        contact_id=uuid.uuid4(),
+        received_at=RECEIVED,
+        contributor_agency="health",
+        contributor_organisation_code="RDEMO",
+        attended_at=RECEIVED,
+        setting="emergency_department",
+        hospital_site_code="RDEMO01",
+        injury=True,
+        safeguarding_concern=True,
+        subjects=[patient],
+    )
+    async with database.transaction() as session:
+        await consumers.unscheduled_care(session, attendance, envelope(attendance))
+
+
 def envelope(event: Event) -> Envelope:
     return envelope_for(
         event, service="referrals", trace=TraceContext(correlation_id="test"), now=RECEIVED
@@ -474,20 +492,9 @@ async def test_a_move_the_household_is_known_to_have_made_joins_a_childs_old_and
     before = (await api.post("/v1/persons/resolve", json=query)).json()
     assert before["band"] != "link"
     # A&E sees Leo at the new home: his NHS number makes him one person at both homes.
-    attendance = UnscheduledCareAttendanceRecorded(
-        contact_id=uuid.uuid4(),
-        received_at=RECEIVED,
-        contributor_agency="health",
-        contributor_organisation_code="RDEMO",
-        attended_at=RECEIVED,
-        setting="emergency_department",
-        hospital_site_code="RDEMO01",
-        injury=False,
-        safeguarding_concern=True,
-        subjects=[leo.model_copy(update={"subject_id": uuid.uuid4(), "postcode": new_home})],
+    await attend_a_and_e(
+        database, leo.model_copy(update={"subject_id": uuid.uuid4(), "postcode": new_home})
     )
-    async with database.transaction() as session:
-        await consumers.unscheduled_care(session, attendance, envelope(attendance))
     after = (await api.post("/v1/persons/resolve", json=query)).json()
     assert (after["band"], after["person_id"]) == ("link", str(first.person_id))
     evidence = {e["comparison"]: e for e in after["candidates"][0]["evidence"]}
@@ -699,20 +706,7 @@ async def test_a_child_first_seen_at_a_familys_postcode_joins_their_household(
     brother = child(
         family, given="Noah", sex="male", date_of_birth=date(2023, 1, 9), postcode=postcode
     )
-    attendance = UnscheduledCareAttendanceRecorded(
-        contact_id=uuid.uuid4(),
-        received_at=RECEIVED,
-        contributor_agency="health",
-        contributor_organisation_code="RDEMO",
-        attended_at=RECEIVED,
-        setting="emergency_department",
-        hospital_site_code="RDEMO01",
-        injury=True,
-        safeguarding_concern=True,
-        subjects=[brother],
-    )
-    async with database.transaction() as session:
-        await consumers.unscheduled_care(session, attendance, envelope(attendance))
+    await attend_a_and_e(database, brother)
     first, second = await records_of(database, maya.subject_id, brother.subject_id)
     assert second.person_id != first.person_id
     async with database.transaction() as session:
