@@ -138,6 +138,17 @@ def household_moves(
     return moves.HouseholdMoves.from_links(prepared, labels, supporting)
 
 
+def _rescore_chunk(pairs: list[tuple[int, int]]) -> tuple[list[Edge], dict[int, float]]:
+    prepared: Sequence[Prepared] = _SHARED["prepared"]  # type: ignore[assignment]
+    model: LinkageModel = _SHARED["model"]  # type: ignore[assignment]
+    keep: float = _SHARED["keep"]  # type: ignore[assignment]
+    edges: list[Edge] = []
+    best: dict[int, float] = defaultdict(float)
+    for left, right in pairs:
+        _score_pair(model, prepared[left], prepared[right], left, right, keep, edges, best, True)  # type: ignore[arg-type]
+    return edges, dict(best)
+
+
 def rescore_moves(
     prepared: Sequence[Prepared],
     labels: Sequence[int],
@@ -147,33 +158,57 @@ def rescore_moves(
     household: moves.HouseholdMoves,
     *,
     keep: float = 0.05,
+    workers: int = 1,
 ) -> list[Edge]:
     """The second pass: score again, as at homes joined by a move, every pair of records in
-    different clusters at two homes that a move shown by *other* clusters joins and that share
-    the sound of a name (a block of its own: such pairs may share no other key). Returns the
-    edges with those pairs' edges replaced."""
+    different clusters at two homes that a move shown by *other* clusters joins and that sound
+    alike (``blocking.move_keys``: a block of its own, as such pairs may share no other key).
+    Returns the edges with those pairs' edges replaced."""
     at_home: dict[str, list[int]] = defaultdict(list)
+    by_sound: dict[tuple[str, str], list[int]] = defaultdict(list)
+    sounds: dict[int, frozenset[str]] = {}
+    homes_joined = {home for pair in household.support for home in pair}
     for index, record in enumerate(prepared):
+        if homes_joined.isdisjoint(record.homes):
+            continue
+        sounds[index] = blocking.name_sounds(record)
         for home in record.homes:
             at_home[home].append(index)
-    sounds = [blocking.name_sounds(record) for record in prepared]
+            for sound in sounds[index]:
+                by_sound[(home, sound)].append(index)
     pairs: set[tuple[int, int]] = set()
     for x, y in household.support:
         for left in at_home.get(x, ()):
-            for right in at_home.get(y, ()):
-                if labels[left] == labels[right] or sounds[left].isdisjoint(sounds[right]):
-                    continue
-                pair = (left, right) if left < right else (right, left)
-                if pair in pairs:
-                    continue
-                a, b = prepared[left], prepared[right]
-                if household.joined(a.homes, b.homes, (labels[left], labels[right])):
-                    pairs.add(pair)
+            for sound in sounds[left]:
+                for right in by_sound.get((y, sound), ()):
+                    if labels[left] == labels[right]:
+                        continue
+                    pair = (left, right) if left < right else (right, left)
+                    if pair in pairs:
+                        continue
+                    a, b = prepared[left], prepared[right]
+                    if household.joined(a.homes, b.homes, (labels[left], labels[right])):
+                        pairs.add(pair)
+    ordered = sorted(pairs)
+    chunks = [ordered[start : start + 20_000] for start in range(0, len(ordered), 20_000)]
     rescored: list[Edge] = []
-    for left, right in pairs:
-        _score_pair(
-            model, prepared[left], prepared[right], left, right, keep, rescored, best, moved=True
-        )
+    if len(chunks) > 1 and workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+        _SHARED.update(prepared=prepared, model=model, keep=keep)
+        try:
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                for found, found_best in pool.imap(_rescore_chunk, chunks):
+                    rescored.extend(found)
+                    for index, value in found_best.items():
+                        if value > best[index]:
+                            best[index] = value
+        finally:
+            _SHARED.clear()
+    else:
+        for chunk in chunks:
+            for left, right in chunk:
+                _score_pair(
+                    model, prepared[left], prepared[right], left, right, keep, rescored, best, True
+                )
     return [e for e in edges if (e.left, e.right) not in pairs] + rescored
 
 
@@ -356,7 +391,8 @@ def score_with_moves(
     edges, best = score_all(prepared, model, workers=workers, progress=progress)
     labels, _ = cluster(prepared, edges, best, model.known_given)
     household = household_moves(prepared, labels, edges, model.thresholds.review)
-    return rescore_moves(prepared, labels, model, edges, best, household), best
+    workers = workers or min(os.cpu_count() or 1, 4)
+    return rescore_moves(prepared, labels, model, edges, best, household, workers=workers), best
 
 
 def link(
