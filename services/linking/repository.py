@@ -11,6 +11,7 @@ from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, s
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.linking.matching.blocking import block_limit
 from services.linking.matching.moves import home_key
 from services.linking.matching.records import FEATURE_COLUMNS
 from services.linking.models import (
@@ -42,20 +43,21 @@ _SELECTED = ", ".join(f"p.{column}" for column in ("id", "person_id", *STORED_CO
 CANDIDATES_SQL = text(
     f"""
     WITH looked AS (
-        SELECT found.record_id, count(*) OVER (PARTITION BY wanted.key) AS block
-        FROM unnest(CAST(:keys AS text[])) AS wanted(key)
+        SELECT found.record_id, wanted.cap, count(*) OVER (PARTITION BY wanted.key) AS block
+        FROM unnest(CAST(:keys AS text[]), CAST(:caps AS int[])) AS wanted(key, cap)
         CROSS JOIN LATERAL (
             SELECT k.record_id FROM linking.record_keys k
-            WHERE k.key = wanted.key LIMIT :max_block + 1
+            WHERE k.key = wanted.key LIMIT wanted.cap + 1
         ) AS found
     )
     SELECT {_SELECTED} FROM linking.person_records p
-    WHERE p.id IN (SELECT record_id FROM looked WHERE block <= :max_block)
+    WHERE p.id IN (SELECT record_id FROM looked WHERE block <= cap)
     """
 )
+CANDIDATES_QUERY = str(CANDIDATES_SQL).replace(":keys", "$1").replace(":caps", "$2")
 AT_HOMES_SQL = text(
     f"""
-    SELECT DISTINCT {_SELECTED} FROM linking.record_keys k
+    SELECT {_SELECTED} FROM linking.record_keys k
     JOIN linking.person_records p ON p.id = k.record_id
     WHERE k.key = ANY(CAST(:keys AS text[]))
     LIMIT :limit
@@ -84,14 +86,20 @@ class LinkingRepository:
         Plain rows, no ORM objects, as this is the hot path."""
         if not keys:
             return []
-        result = await self.session.execute(
-            CANDIDATES_SQL, {"keys": list(keys), "max_block": max_block}
+        # The driver's own connection: the rows come as asyncpg records (tuples), without
+        # SQLAlchemy's row objects, in the session's transaction.
+        connection = await self.session.connection()
+        raw = await connection.get_raw_connection()
+        driver: Any = raw.driver_connection
+        return list(
+            await driver.fetch(
+                CANDIDATES_QUERY, list(keys), [block_limit(key, max_block) for key in keys]
+            )
         )
-        return list(result.all())
 
     async def records_at(self, homes: Sequence[str], limit: int = 500) -> list[Any]:
-        """The records at any of these homes (as ``candidate_rows``): who was recorded where,
-        for households' moves."""
+        """The records at any of these homes (as ``candidate_rows``; a record at two of them
+        comes twice): who was recorded where, for households' moves."""
         if not homes:
             return []
         result = await self.session.execute(

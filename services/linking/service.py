@@ -235,6 +235,9 @@ async def resolve(
     return ready, blocking.keys(ready), rank(model, ready, scored)
 
 
+MOVE_CANDIDATES = 3  # the candidates (best first) whose homes a resolve looks for moves between
+
+
 async def _moved(
     repository: LinkingRepository, model: LinkageModel, ready: Prepared, scored: Scored
 ) -> list[int]:
@@ -242,19 +245,43 @@ async def _moved(
     other than the candidate's person show (``matching.moves``): a person held at both homes,
     or two persons' records at the two homes that match well on their own. As in a batch's
     second pass, the persons the record links to without any move are its own and show
-    nothing. Only candidates such a move could lift to the review band are looked at."""
-    if not ready.homes:
+    nothing. Only the few best candidates such a move could lift into the review band are
+    looked at."""
+    if not ready.homes or not len(scored.candidates):
         return []
     thresholds = model.thresholds
     residence = model.weights[cmp.RESIDENCE]
     review = math.log2(thresholds.review / (1 - thresholds.review))
     found = scored.candidates
-    needing = [
-        index
-        for index, (levels, weight) in enumerate(zip(scored.levels, scored.weights, strict=True))
-        if levels[cmp.RESIDENCE] > moves.MOVED
-        and weight - residence[levels[cmp.RESIDENCE]] + residence[moves.MOVED] >= review
-    ]
+    pairs = enumerate(zip(scored.levels, scored.weights, strict=True))
+    lifted = sorted(
+        (
+            (weight - residence[levels[cmp.RESIDENCE]] + residence[moves.MOVED], index)
+            for index, (levels, weight) in pairs
+            if levels[cmp.RESIDENCE] > moves.MOVED
+        ),
+        reverse=True,
+    )
+    # A move matters only where it could change the outcome: lift a candidate of another
+    # person than the best one into the review band, or to within the ambiguity margin of the
+    # best (a rival). Behind a link on a shared identifier nothing can.
+    best = max(
+        range(len(found)),
+        key=lambda i: (deterministic(scored.levels[i]) is not None, scored.weights[i]),
+    )
+    if deterministic(scored.levels[best]) is not None:
+        return []
+    if probability_of(scored.weights[best]) >= thresholds.link:
+        # The best already links: only another person's candidate lifted near it (a rival)
+        # could change that.
+        floor = max(review, scored.weights[best] - AMBIGUITY_MARGIN)
+        needing = [
+            index
+            for weight, index in lifted[:MOVE_CANDIDATES]
+            if weight >= floor and found.person_id[index] != found.person_id[best]
+        ]
+    else:
+        needing = [index for weight, index in lifted[:MOVE_CANDIDATES] if weight >= review]
     if not needing:
         return []
     own = {
@@ -264,39 +291,54 @@ async def _moved(
         and scored.score(index).band(thresholds) is Band.LINK
     }
     homes = set(ready.homes).union(*(found.homes[index] for index in needing))
-    rows = await repository.records_at(sorted(homes))
-    neighbours = Candidates(rows)
+    rows = {row.id: row for row in await repository.records_at(sorted(homes))}
+    neighbours = Candidates(list(rows.values()))
     household = moves.HouseholdMoves()
     homes_of: dict[uuid.UUID, set[str]] = defaultdict(set)
     for index, person_id in enumerate(neighbours.person_id):
         homes_of[person_id].update(neighbours.homes[index])
     for person_id, person_homes in homes_of.items():
         household.add_person(person_homes, person_id)
-    here = set(ready.homes)
-    local = [i for i in range(len(neighbours)) if not here.isdisjoint(neighbours.homes[i])]
-    away = [i for i in range(len(neighbours)) if here.isdisjoint(neighbours.homes[i])]
-    prepared = {i: neighbours.prepared(i) for i in (*local, *away)}
-    sounds = {i: blocking.name_sounds(record) for i, record in prepared.items()}
-    for x in local:
-        for y in away:
-            if neighbours.person_id[x] == neighbours.person_id[y] or sounds[x].isdisjoint(
-                sounds[y]
-            ):
-                continue
-            pair = model.score(prepared[x], prepared[y])
-            if pair.probability >= thresholds.review and (
-                pair.deterministic is not None or pair.band(thresholds) is not Band.NEW_PERSON
-            ):
-                household.add(
-                    neighbours.homes[x],
-                    neighbours.homes[y],
-                    (neighbours.person_id[x], neighbours.person_id[y]),
-                )
-    return [
-        index
-        for index in needing
-        if household.joined(ready.homes, found.homes[index], (found.person_id[index], *own))
-    ]
+
+    def joined(index: int) -> bool:
+        exclude = (found.person_id[index], *own)
+        return household.joined(ready.homes, found.homes[index], exclude)
+
+    rest = [index for index in needing if not joined(index)]
+    if rest:
+        # Two persons' records at the two homes that match on their own show a move too.
+        here = set(ready.homes)
+        there = set().union(*(found.homes[index] for index in rest)) - here
+        local = [i for i in range(len(neighbours)) if not here.isdisjoint(neighbours.homes[i])]
+        away = [i for i in range(len(neighbours)) if not there.isdisjoint(neighbours.homes[i])]
+        for x in local:
+            scorer = Scorer(model, neighbours.prepared(x))
+            for y in away:
+                if (
+                    neighbours.person_id[x] == neighbours.person_id[y]
+                    or not here.isdisjoint(neighbours.homes[y])
+                    or (
+                        neighbours.family_sound[x] != neighbours.family_sound[y]
+                        and neighbours.given_sound[x] != neighbours.given_sound[y]
+                    )
+                ):
+                    continue
+                levels = scorer.levels(neighbours, y)
+                weight = scorer.weight(levels)
+                if probability_of(weight) < thresholds.review:
+                    continue
+                shared = levels[cmp.NHS] == 0 or levels[cmp.UPN] == 0
+                if (
+                    deterministic(levels) is not None
+                    or shared
+                    or scorer.conflict(neighbours, y, levels) is None
+                ):
+                    household.add(
+                        neighbours.homes[x],
+                        neighbours.homes[y],
+                        (neighbours.person_id[x], neighbours.person_id[y]),
+                    )
+    return [index for index in needing if index not in rest or joined(index)]
 
 
 # Recording a subject ----------------------------------------------------------------------

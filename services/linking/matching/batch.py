@@ -21,7 +21,7 @@ from services.linking.matching import comparisons as cmp
 from services.linking.matching.model import Band, LinkageModel, conflict, deterministic
 from services.linking.matching.records import Prepared
 
-MAX_BLOCK = 400  # a block bigger than this is a key too common to tell anyone apart
+MAX_BLOCK = blocking.MAX_BLOCK
 MAX_CLUSTER_CHECK = 2_500  # cross pairs checked for conflicts before joining two clusters
 
 
@@ -40,7 +40,11 @@ def build_blocks(prepared: Sequence[Prepared]) -> dict[str, list[int]]:
     for index, record in enumerate(prepared):
         for key in blocking.keys(record):
             blocks[key].append(index)
-    return {key: members for key, members in blocks.items() if len(members) <= MAX_BLOCK}
+    return {
+        key: members
+        for key, members in blocks.items()
+        if len(members) <= blocking.block_limit(key, MAX_BLOCK)
+    }
 
 
 def _record_blocks(prepared: Sequence[Prepared], blocks: dict[str, list[int]]) -> list[list[str]]:

@@ -19,6 +19,16 @@ from services.linking.matching.records import Prepared
 RULES: Final = ("N", "U", "D", "E", "P", "Q", "R", "Mb", "Mu", "C")
 
 
+MAX_BLOCK: Final = 400  # a block bigger than this is a key too common to tell anyone apart
+NO_YEAR_MAX_BLOCK: Final = 100  # ... and, for the keys of records without a year, this
+
+
+def block_limit(key: str, largest: int = MAX_BLOCK) -> int:
+    """The largest block searched under ``key``: the name-sound keys of records without a year
+    ("Q", "R": any year will do) are tighter, as they are the commonest and the weakest."""
+    return min(largest, NO_YEAR_MAX_BLOCK) if key[:1] in ("Q", "R") else largest
+
+
 def _month(day: date) -> str:
     return day.strftime("%Y%m")
 
