@@ -37,9 +37,9 @@ import psutil
 
 from deploy.local.stack import REPO_ROOT, Stack
 from services.linking import service
-from services.linking.matching import batch, blocking, evaluation
+from services.linking.matching import batch, blocking, evaluation, moves
 from services.linking.matching.model import Band, LinkageModel
-from services.linking.matching.records import Prepared, prepare
+from services.linking.matching.records import FEATURE_COLUMNS, Prepared, features, prepare
 from services.linking.synthetic import GeneratedRecord, generate, write_csv
 from shared.db import Database, asyncpg_dsn
 from shared.migrations import upgrade
@@ -98,7 +98,7 @@ def accuracy(model: LinkageModel, records_count: int) -> dict[str, Any]:
     prepared = [prepare(g.record) for g in records]
     truth = [g.person_id for g in records]
     started = time.perf_counter()
-    edges, best = batch.score_all(prepared, model)
+    edges, best = batch.score_with_moves(prepared, model)
     labels, _ = batch.cluster(prepared, edges, best, model.known_given)
     seconds = time.perf_counter() - started
     overall = evaluation.pairwise(truth, labels)
@@ -267,11 +267,13 @@ async def _load(
             columns=["id", "status", "created_at", "updated_at"],
             records=[(pid, "active", now, now) for pid in person_of.values()],
         )
-        rows, keys = [], []
+        rows: list[tuple[Any, ...]] = []
+        keys: list[tuple[str, uuid.UUID]] = []
         for generated, label in zip(records, labels, strict=True):
             record = generated.record
             ready = prepare(record)
             record_id = uuid.uuid4()
+            stored = features(ready)
             rows.append(
                 (
                     record_id,
@@ -291,6 +293,7 @@ async def _load(
                     ready.postcode or None,
                     ready.nhs,
                     ready.upn,
+                    *stored.values(),
                     person_of[label],
                     "batch",
                     1.0,
@@ -301,6 +304,7 @@ async def _load(
                 )
             )
             keys.extend((key, record_id) for key in blocking.keys(ready))
+            keys.extend((moves.home_key(home), record_id) for home in ready.homes)
         await connection.execute("SET synchronous_commit = off")
         await connection.copy_records_to_table(
             "person_records",
@@ -323,6 +327,7 @@ async def _load(
                 "postcode",
                 "nhs_number",
                 "upn",
+                *FEATURE_COLUMNS,
                 "person_id",
                 "link_method",
                 "match_probability",

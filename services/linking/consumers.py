@@ -49,14 +49,14 @@ class Engine:
     """The model and limits the handlers use; set by the app from its settings."""
 
     model: LinkageModel | None = None
-    max_candidates: int = 400
+    max_block: int = 400
 
     @classmethod
     def configure(cls, settings: LinkingSettings) -> None:
         cls.model = service.load_model(
             settings.model_path, settings.link_threshold, settings.review_threshold
         )
-        cls.max_candidates = settings.max_candidates
+        cls.max_block = settings.max_block
 
     @classmethod
     def current(cls) -> LinkageModel:
@@ -108,7 +108,7 @@ async def _children(
             source=source,
             school_urn=child.school_urn,
             now=envelope.time,
-            max_candidates=Engine.max_candidates,
+            max_block=Engine.max_block,
         )
         found[child.subject_id] = record.person_id
     return found
@@ -148,7 +148,7 @@ async def referral_received(
             source=source,
             school_urn=None,
             now=envelope.time,
-            max_candidates=Engine.max_candidates,
+            max_block=Engine.max_block,
         )
         for relationship in member.relationships:
             child = children.get(relationship.child_subject_id)
@@ -220,7 +220,7 @@ async def domestic_abuse_incident(
             source=source,
             school_urn=None,
             now=envelope.time,
-            max_candidates=Engine.max_candidates,
+            max_block=Engine.max_block,
         )
         if service.home(adult.postcode, adult.address_lines) in homes:
             co_resident.append(record.person_id)

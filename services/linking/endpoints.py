@@ -87,9 +87,7 @@ def _candidate(candidate: service.Candidate) -> CandidateOut:
     summary="Resolve one record: the person it is (if any) and the ranked candidates",
 )
 async def resolve(body: RecordIn, reader: Mash, session: SessionDep, model: ModelDep) -> ResolveOut:
-    _, _, resolution = await service.resolve(
-        session, model, _record_data(body), Engine.max_candidates
-    )
+    _, _, resolution = await service.resolve(session, model, _record_data(body), Engine.max_block)
     shown = resolution.candidates[: service.SHOWN_CANDIDATES]
     await service.record_access(
         session, reader, "resolve", "person", *(str(c.person_id) for c in shown)
@@ -116,9 +114,7 @@ async def search(
     query: Annotated[RecordIn, Query()],
     limit: Annotated[int, Query(ge=1, le=50)] = 10,
 ) -> SearchOut:
-    _, _, resolution = await service.resolve(
-        session, model, _record_data(query), Engine.max_candidates
-    )
+    _, _, resolution = await service.resolve(session, model, _record_data(query), Engine.max_block)
     found = [c for c in resolution.candidates if c.score.probability >= 0.01][:limit]
     records = await LinkingRepository(session).records_of_many([c.person_id for c in found])
     by_person: dict[uuid.UUID, list[PersonRecord]] = {}

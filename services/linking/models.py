@@ -21,7 +21,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import service_metadata
@@ -79,6 +79,19 @@ class PersonRecord(Base):
     nhs_number: Mapped[str | None] = mapped_column(String(10), index=True)
     upn: Mapped[str | None] = mapped_column(String(13), index=True)
     school_urn: Mapped[str | None] = mapped_column(String(20))
+    # The record's comparison features, prepared once when it is stored (see
+    # ``matching.records.FEATURE_COLUMNS``): resolving compares candidates without re-preparing.
+    given_norm: Mapped[str] = mapped_column(String(200), server_default="")
+    given_tokens: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
+    given_placeholder: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    family_norm: Mapped[str] = mapped_column(String(200), server_default="")
+    family_tokens: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
+    alias_tokens: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
+    given_sound: Mapped[str] = mapped_column(String(100), server_default="")
+    family_sound: Mapped[str] = mapped_column(String(100), server_default="")
+    address_number: Mapped[str] = mapped_column(String(40), server_default="")
+    address_tokens: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
+    homes: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
     person_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("persons.id"))
     link_method: Mapped[str] = mapped_column(String(30))
     match_probability: Mapped[float] = mapped_column(Float)
@@ -89,7 +102,9 @@ class PersonRecord(Base):
 
 
 class RecordKey(Base):
-    """A blocking key of a record: resolving a new record reads only the records sharing one."""
+    """A blocking key of a record: resolving a new record reads only the records sharing one.
+    Keys starting "@" are the record's homes (``matching.moves.home_key``): who was recorded
+    where, for households' moves, not blocking."""
 
     __tablename__ = "record_keys"
 

@@ -7,10 +7,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.linking.matching.blocking import block_limit
+from services.linking.matching.moves import home_key
+from services.linking.matching.records import FEATURE_COLUMNS
 from services.linking.models import (
     AccessRecord,
     Household,
@@ -24,21 +27,41 @@ from services.linking.models import (
     ReviewItem,
 )
 
-CANDIDATE_COLUMNS = (
-    PersonRecord.id,
-    PersonRecord.person_id,
-    PersonRecord.source_agency,
-    PersonRecord.given_names,
-    PersonRecord.family_name,
-    PersonRecord.other_names,
-    PersonRecord.date_of_birth,
-    PersonRecord.dob_estimated,
-    PersonRecord.expected_date,
-    PersonRecord.sex,
-    PersonRecord.address,
-    PersonRecord.postcode,
-    PersonRecord.nhs_number,
-    PersonRecord.upn,
+STORED_COLUMNS = (
+    "date_of_birth",
+    "dob_estimated",
+    "expected_date",
+    "sex",
+    "postcode",
+    "nhs_number",
+    "upn",
+    *FEATURE_COLUMNS,
+)
+_SELECTED = ", ".join(f"p.{column}" for column in ("id", "person_id", *STORED_COLUMNS))
+# One round trip: each key's records up to one more than the largest block searched; a key with
+# more records than that is too common to tell anyone apart and is skipped (as in a batch).
+CANDIDATES_SQL = text(
+    f"""
+    WITH looked AS (
+        SELECT found.record_id, wanted.cap, count(*) OVER (PARTITION BY wanted.key) AS block
+        FROM unnest(CAST(:keys AS text[]), CAST(:caps AS int[])) AS wanted(key, cap)
+        CROSS JOIN LATERAL (
+            SELECT k.record_id FROM linking.record_keys k
+            WHERE k.key = wanted.key LIMIT wanted.cap + 1
+        ) AS found
+    )
+    SELECT {_SELECTED} FROM linking.person_records p
+    WHERE p.id IN (SELECT record_id FROM looked WHERE block <= cap)
+    """
+)
+CANDIDATES_QUERY = str(CANDIDATES_SQL).replace(":keys", "$1").replace(":caps", "$2")
+AT_HOMES_SQL = text(
+    f"""
+    SELECT {_SELECTED} FROM linking.record_keys k
+    JOIN linking.person_records p ON p.id = k.record_id
+    WHERE k.key = ANY(CAST(:keys AS text[]))
+    LIMIT :limit
+    """
 )
 
 
@@ -57,20 +80,30 @@ class LinkingRepository:
     async def record(self, record_id: uuid.UUID) -> PersonRecord | None:
         return await self.session.get(PersonRecord, record_id)
 
-    async def candidate_rows(self, keys: Sequence[str], limit: int) -> list[Any]:
-        """The matching columns of the records sharing a blocking key with the one being
-        resolved (each once): plain rows, no ORM objects, as this is the hot path."""
+    async def candidate_rows(self, keys: Sequence[str], max_block: int) -> list[Any]:
+        """The stored columns (and features) of the records sharing a blocking key with the one
+        being resolved, each once; a key shared by more than ``max_block`` records is skipped.
+        Plain rows, no ORM objects, as this is the hot path."""
         if not keys:
             return []
-        matching = (
-            select(RecordKey.record_id)
-            .where(RecordKey.key.in_(list(keys)))
-            .distinct()
-            .limit(limit)
-            .scalar_subquery()
+        # The driver's own connection: the rows come as asyncpg records (tuples), without
+        # SQLAlchemy's row objects, in the session's transaction.
+        connection = await self.session.connection()
+        raw = await connection.get_raw_connection()
+        driver: Any = raw.driver_connection
+        return list(
+            await driver.fetch(
+                CANDIDATES_QUERY, list(keys), [block_limit(key, max_block) for key in keys]
+            )
         )
+
+    async def records_at(self, homes: Sequence[str], limit: int = 500) -> list[Any]:
+        """The records at any of these homes (as ``candidate_rows``; a record at two of them
+        comes twice): who was recorded where, for households' moves."""
+        if not homes:
+            return []
         result = await self.session.execute(
-            select(*CANDIDATE_COLUMNS).where(PersonRecord.id.in_(matching))
+            AT_HOMES_SQL, {"keys": [home_key(home) for home in homes], "limit": limit}
         )
         return list(result.all())
 
@@ -405,3 +438,45 @@ class LinkingRepository:
     async def log_access(self, entries: Sequence[dict[str, str]]) -> None:
         if entries:
             await self.session.execute(insert(AccessRecord).values(list(entries)))
+
+
+def refresh_features(connection: Connection, page: int = 5000) -> int:
+    """Prepare every stored record again with the matching code of now: its feature columns
+    and its keys (blocking and homes). For a migration that changes what ``prepare`` or
+    ``blocking`` derives; returns how many records it refreshed."""
+    from services.linking.matching import blocking
+    from services.linking.matching.records import features, prepare
+    from services.linking.service import record_data
+
+    table = PersonRecord.__table__
+    connection.execute(delete(RecordKey))
+    last: uuid.UUID | None = None
+    done = 0
+    while True:
+        query = select(table).order_by(table.c.id).limit(page)
+        if last is not None:
+            query = query.where(table.c.id > last)
+        rows = connection.execute(query).all()
+        if not rows:
+            return done
+        updates: list[dict[str, Any]] = []
+        found: list[dict[str, Any]] = []
+        for row in rows:
+            ready = prepare(record_data(row), trusted=True)
+            updates.append(
+                {"record": row.id, **{f"new_{k}": v for k, v in features(ready).items()}}
+            )
+            found.extend(
+                {"key": key, "record_id": row.id}
+                for key in [*blocking.keys(ready), *(home_key(home) for home in ready.homes)]
+            )
+        connection.execute(
+            update(PersonRecord)
+            .where(PersonRecord.id == bindparam("record"))
+            .values({column: bindparam(f"new_{column}") for column in FEATURE_COLUMNS}),
+            updates,
+        )
+        if found:
+            connection.execute(pg_insert(RecordKey).on_conflict_do_nothing(), found)
+        done += len(rows)
+        last = rows[-1].id

@@ -4,6 +4,7 @@ state change writes its event to the outbox in that same transaction."""
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -26,10 +27,20 @@ from services.linking.events import (
     RelationshipOut,
     SubjectLinked,
 )
-from services.linking.matching import blocking
-from services.linking.matching.model import Band, LinkageModel, Method, PairScore
+from services.linking.matching import blocking, moves
+from services.linking.matching import comparisons as cmp
+from services.linking.matching.batch import AMBIGUITY_MARGIN
+from services.linking.matching.model import (
+    Band,
+    LinkageModel,
+    Method,
+    PairScore,
+    deterministic,
+    probability_of,
+)
 from services.linking.matching.records import PersonRecord as RecordData
-from services.linking.matching.records import Prepared, prepare
+from services.linking.matching.records import Prepared, features, prepare
+from services.linking.matching.scoring import Candidates, Scorer
 from services.linking.models import plumbing
 from services.linking.repository import LinkingRepository
 from shared import outbox
@@ -89,36 +100,6 @@ def record_data(record: models.PersonRecord | Any) -> RecordData:
     )
 
 
-@dataclass(frozen=True)
-class Stored:
-    """A candidate record: its id, the person it belongs to now, and its prepared form."""
-
-    record_id: uuid.UUID
-    person_id: uuid.UUID
-    ready: Prepared
-
-
-class PreparedCache:
-    """Prepared forms of stored records by id. What a record says never changes (only which
-    person it belongs to, which is read fresh each time), so a record is prepared once per
-    process rather than on every resolve it is a candidate in."""
-
-    def __init__(self, size: int = 200_000) -> None:
-        self.size = size
-        self._items: dict[uuid.UUID, Prepared] = {}
-
-    def get(self, row: Any) -> Prepared:
-        found = self._items.get(row.id)
-        if found is None:
-            if len(self._items) >= self.size:
-                self._items.clear()
-            found = self._items[row.id] = prepare(record_data(row), trusted=True)
-        return found
-
-
-PREPARED = PreparedCache()
-
-
 def _evidence(model: LinkageModel, ready: Prepared, score: PairScore) -> list[dict[str, object]]:
     return [asdict(item) for item in model.evidence(ready, score.levels)]
 
@@ -126,24 +107,62 @@ def _evidence(model: LinkageModel, ready: Prepared, score: PairScore) -> list[di
 SHOWN_CANDIDATES = 10
 
 
-def decide(model: LinkageModel, ready: Prepared, stored: Sequence[Stored]) -> Resolution:
-    """Score the record against each candidate record; rank persons by their best record."""
-    by_person: dict[uuid.UUID, Candidate] = {}
+@dataclass
+class Scored:
+    """The candidates of one resolve, compared with the record: each one's levels and weight."""
+
+    candidates: Candidates
+    scorer: Scorer
+    levels: list[tuple[int, ...]]
+    weights: list[float]
+
+    @classmethod
+    def of(cls, model: LinkageModel, ready: Prepared, candidates: Candidates) -> Scored:
+        scorer = Scorer(model, ready)
+        levels = [scorer.levels(candidates, index) for index in range(len(candidates))]
+        return cls(candidates, scorer, levels, [scorer.weight(found) for found in levels])
+
+    def rescore(self, index: int, moved: bool) -> None:
+        self.levels[index] = self.scorer.levels(self.candidates, index, moved)
+        self.weights[index] = self.scorer.weight(self.levels[index])
+
+    def score(self, index: int) -> PairScore:
+        levels, weight = self.levels[index], self.weights[index]
+        return PairScore(
+            weight=weight,
+            probability=probability_of(weight),
+            levels=levels,
+            deterministic=deterministic(levels),
+            conflict=self.scorer.conflict(self.candidates, index, levels),
+        )
+
+
+def rank(model: LinkageModel, ready: Prepared, scored: Scored) -> Resolution:
+    """Persons by their best-scoring record, and the band of the best. A person any of whose
+    records conflicts with the one resolved (without a shared identifier) carries the conflict."""
+    found = scored.candidates
+    best: dict[uuid.UUID, tuple[tuple[bool, float], int]] = {}
     conflicts: dict[uuid.UUID, str] = {}
-    for held in stored:
-        score = model.score(ready, held.ready)
-        person_id = held.person_id
-        if score.conflict is not None and score.deterministic is None:
-            conflicts.setdefault(person_id, score.conflict)
-        best = by_person.get(person_id)
-        rank = (score.deterministic is not None, score.weight)
-        if best is None or rank > (best.score.deterministic is not None, best.score.weight):
-            by_person[person_id] = Candidate(person_id, held.record_id, score, [], None)
+    for index in range(len(found)):
+        levels = scored.levels[index]
+        method = deterministic(levels)
+        person_id = found.person_id[index]
+        reason = scored.scorer.conflict(found, index, levels)
+        if reason is not None and method is None:
+            conflicts.setdefault(person_id, reason)
+        key = (method is not None, scored.weights[index])
+        held = best.get(person_id)
+        if held is None or key > held[0]:
+            best[person_id] = (key, index)
+    by_person = {
+        person_id: Candidate(person_id, found.id[index], scored.score(index), [], None)
+        for person_id, (_, index) in best.items()
+    }
     for person_id, reason in conflicts.items():
         by_person[person_id].conflict = reason
     ranked = sorted(
         by_person.values(),
-        key=lambda c: (c.score.deterministic is not None, c.score.probability),
+        key=lambda c: (c.score.deterministic is not None, c.score.weight),
         reverse=True,
     )
     for shown in ranked[:SHOWN_CANDIDATES]:
@@ -164,8 +183,14 @@ def _band(model: LinkageModel, ranked: list[Candidate]) -> Resolution:
     if top.conflict is not None and band is Band.LINK:
         band = Band.REVIEW if top.score.probability >= thresholds.review else Band.NEW_PERSON
     if band is Band.LINK:
+        # Another person it fits about as well (within odds of 99 to 1): twins, a parent and
+        # child of one name. One it fits far worse is no rival (as in a batch).
         rivals = [
-            c for c in ranked[1:] if c.score.probability >= thresholds.link and c.conflict is None
+            c
+            for c in ranked[1:]
+            if c.score.probability >= thresholds.link
+            and c.conflict is None
+            and top.score.weight - c.score.weight < AMBIGUITY_MARGIN
         ]
         if rivals:
             return Resolution(
@@ -199,14 +224,121 @@ def _band(model: LinkageModel, ranked: list[Candidate]) -> Resolution:
 
 
 async def resolve(
-    session: AsyncSession, model: LinkageModel, data: RecordData, max_candidates: int
+    session: AsyncSession, model: LinkageModel, data: RecordData, max_block: int
 ) -> tuple[Prepared, list[str], Resolution]:
     ready = prepare(data)
-    rows = await LinkingRepository(session).candidate_rows(
-        blocking.query_keys(ready), max_candidates
+    repository = LinkingRepository(session)
+    rows = await repository.candidate_rows(blocking.query_keys(ready), max_block)
+    scored = Scored.of(model, ready, Candidates(rows))
+    for index in await _moved(repository, model, ready, scored):
+        scored.rescore(index, moved=True)
+    return ready, blocking.keys(ready), rank(model, ready, scored)
+
+
+MOVE_CANDIDATES = 3  # the candidates (best first) whose homes a resolve looks for moves between
+
+
+async def _moved(
+    repository: LinkingRepository, model: LinkageModel, ready: Prepared, scored: Scored
+) -> list[int]:
+    """The candidates at homes joined to the record's by a move of the household that people
+    other than the candidate's person show (``matching.moves``): a person held at both homes,
+    or two persons' records at the two homes that match well on their own. As in a batch's
+    second pass, the persons the record links to without any move are its own and show
+    nothing. Only the few best candidates such a move could lift into the review band are
+    looked at."""
+    if not ready.homes or not len(scored.candidates):
+        return []
+    thresholds = model.thresholds
+    residence = model.weights[cmp.RESIDENCE]
+    review = math.log2(thresholds.review / (1 - thresholds.review))
+    found = scored.candidates
+    pairs = enumerate(zip(scored.levels, scored.weights, strict=True))
+    lifted = sorted(
+        (
+            (weight - residence[levels[cmp.RESIDENCE]] + residence[moves.MOVED], index)
+            for index, (levels, weight) in pairs
+            if levels[cmp.RESIDENCE] > moves.MOVED
+        ),
+        reverse=True,
     )
-    stored = [Stored(row.id, row.person_id, PREPARED.get(row)) for row in rows]
-    return ready, blocking.keys(ready), decide(model, ready, stored)
+    # A move matters only where it could change the outcome: lift a candidate of another
+    # person than the best one into the review band, or to within the ambiguity margin of the
+    # best (a rival). Behind a link on a shared identifier nothing can.
+    best = max(
+        range(len(found)),
+        key=lambda i: (deterministic(scored.levels[i]) is not None, scored.weights[i]),
+    )
+    if deterministic(scored.levels[best]) is not None:
+        return []
+    if probability_of(scored.weights[best]) >= thresholds.link:
+        # The best already links: only another person's candidate lifted near it (a rival)
+        # could change that.
+        floor = max(review, scored.weights[best] - AMBIGUITY_MARGIN)
+        needing = [
+            index
+            for weight, index in lifted[:MOVE_CANDIDATES]
+            if weight >= floor and found.person_id[index] != found.person_id[best]
+        ]
+    else:
+        needing = [index for weight, index in lifted[:MOVE_CANDIDATES] if weight >= review]
+    if not needing:
+        return []
+    own = {
+        found.person_id[index]
+        for index, weight in enumerate(scored.weights)
+        if (deterministic(scored.levels[index]) or probability_of(weight) >= thresholds.link)
+        and scored.score(index).band(thresholds) is Band.LINK
+    }
+    homes = set(ready.homes).union(*(found.homes[index] for index in needing))
+    rows = {row.id: row for row in await repository.records_at(sorted(homes))}
+    neighbours = Candidates(list(rows.values()))
+    household = moves.HouseholdMoves()
+    homes_of: dict[uuid.UUID, set[str]] = defaultdict(set)
+    for index, person_id in enumerate(neighbours.person_id):
+        homes_of[person_id].update(neighbours.homes[index])
+    for person_id, person_homes in homes_of.items():
+        household.add_person(person_homes, person_id)
+
+    def joined(index: int) -> bool:
+        exclude = (found.person_id[index], *own)
+        return household.joined(ready.homes, found.homes[index], exclude)
+
+    rest = [index for index in needing if not joined(index)]
+    if rest:
+        # Two persons' records at the two homes that match on their own show a move too.
+        here = set(ready.homes)
+        there = set().union(*(found.homes[index] for index in rest)) - here
+        local = [i for i in range(len(neighbours)) if not here.isdisjoint(neighbours.homes[i])]
+        away = [i for i in range(len(neighbours)) if not there.isdisjoint(neighbours.homes[i])]
+        for x in local:
+            scorer = Scorer(model, neighbours.prepared(x))
+            for y in away:
+                if (
+                    neighbours.person_id[x] == neighbours.person_id[y]
+                    or not here.isdisjoint(neighbours.homes[y])
+                    or (
+                        neighbours.family_sound[x] != neighbours.family_sound[y]
+                        and neighbours.given_sound[x] != neighbours.given_sound[y]
+                    )
+                ):
+                    continue
+                levels = scorer.levels(neighbours, y)
+                weight = scorer.weight(levels)
+                if probability_of(weight) < thresholds.review:
+                    continue
+                shared = levels[cmp.NHS] == 0 or levels[cmp.UPN] == 0
+                if (
+                    deterministic(levels) is not None
+                    or shared
+                    or scorer.conflict(neighbours, y, levels) is None
+                ):
+                    household.add(
+                        neighbours.homes[x],
+                        neighbours.homes[y],
+                        (neighbours.person_id[x], neighbours.person_id[y]),
+                    )
+    return [index for index in needing if index not in rest or joined(index)]
 
 
 # Recording a subject ----------------------------------------------------------------------
@@ -235,7 +367,7 @@ async def record_subject(
     source: Source,
     school_urn: str | None,
     now: datetime,
-    max_candidates: int,
+    max_block: int,
 ) -> models.PersonRecord:
     """Store one subject as a person record, resolved to a person (new or existing)."""
     repository = LinkingRepository(session)
@@ -243,7 +375,7 @@ async def record_subject(
         existing = await repository.record_by_subject(subject_id)
         if existing is not None:
             return existing  # the same subject again (a replayed event): nothing new
-    ready, keys, resolution = await resolve(session, model, data, max_candidates)
+    ready, keys, resolution = await resolve(session, model, data, max_block)
     if resolution.band is Band.LINK and resolution.person_id is not None:
         person_id = resolution.person_id
         method, probability = resolution.method, resolution.probability
@@ -276,6 +408,7 @@ async def record_subject(
         nhs_number=ready.nhs,
         upn=ready.upn,
         school_urn=school_urn,
+        **features(ready),
         person_id=person_id,
         link_method=method.value,
         match_probability=round(probability, 6),
@@ -284,7 +417,7 @@ async def record_subject(
         linked_at=now,
         recorded_at=now,
     )
-    await repository.add_record(record, keys)
+    await repository.add_record(record, [*keys, *(moves.home_key(home) for home in ready.homes)])
     await repository.add_history(
         [
             models.LinkHistory(

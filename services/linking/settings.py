@@ -20,5 +20,6 @@ class LinkingSettings(ServiceSettings):
     # `review_threshold` a person decides in the review queue; below, it is a new person.
     link_threshold: float | None = Field(default=None, gt=0, lt=1)
     review_threshold: float | None = Field(default=None, gt=0, lt=1)
-    # Candidate records read per resolve, at most (a block this big is a key too common).
-    max_candidates: int = Field(default=400, ge=10, le=5000)
+    # A blocking key shared by more records than this is too common to tell anyone apart:
+    # resolving skips it, as a batch does (so a resolve reads at most this many per key).
+    max_block: int = Field(default=400, ge=10, le=5000)

@@ -9,18 +9,19 @@ the constraint is what keeps twins apart.
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from services.linking.matching import blocking
+from services.linking.matching import blocking, moves
 from services.linking.matching import comparisons as cmp
 from services.linking.matching.model import Band, LinkageModel, conflict, deterministic
 from services.linking.matching.records import Prepared
 
-MAX_BLOCK = 400  # a block bigger than this is a key too common to tell anyone apart
+MAX_BLOCK = blocking.MAX_BLOCK
 MAX_CLUSTER_CHECK = 2_500  # cross pairs checked for conflicts before joining two clusters
 
 
@@ -31,6 +32,7 @@ class Edge:
     probability: float
     band: Band
     deterministic: bool
+    weight: float = 0.0
 
 
 def build_blocks(prepared: Sequence[Prepared]) -> dict[str, list[int]]:
@@ -38,7 +40,11 @@ def build_blocks(prepared: Sequence[Prepared]) -> dict[str, list[int]]:
     for index, record in enumerate(prepared):
         for key in blocking.keys(record):
             blocks[key].append(index)
-    return {key: members for key, members in blocks.items() if len(members) <= MAX_BLOCK}
+    return {
+        key: members
+        for key, members in blocks.items()
+        if len(members) <= blocking.block_limit(key, MAX_BLOCK)
+    }
 
 
 def _record_blocks(prepared: Sequence[Prepared], blocks: dict[str, list[int]]) -> list[list[str]]:
@@ -69,9 +75,6 @@ def score_candidates(
 ) -> tuple[list[Edge], list[float]]:
     """Score each record against the later records it shares a block with; keep the edges at
     or above ``keep`` and, per record, the best probability of any candidate."""
-    thresholds = model.thresholds
-    weight_of = model.weight_of
-    levels_of = cmp.levels
     edges: list[Edge] = []
     best = [0.0] * len(prepared)
     for left in indices:
@@ -82,34 +85,135 @@ def score_candidates(
         for right in candidates:
             if right <= left:
                 continue
-            levels = levels_of(a, prepared[right])
-            weight = weight_of(a, levels)
-            if weight < -30:
-                continue
-            odds = 2.0**weight if weight < 60 else 2.0**60
-            probability = odds / (1.0 + odds)
-            method = deterministic(levels)
-            if method is None and probability < keep:
-                best[left] = max(best[left], probability)
-                best[right] = max(best[right], probability)
-                continue
-            reason = conflict(a, prepared[right], levels, model.known_given)
-            if method is not None:
-                band = Band.LINK
-            elif reason is not None:
-                band = (
-                    Band.REVIEW if levels[cmp.NHS] == 0 or levels[cmp.UPN] == 0 else Band.NEW_PERSON
-                )
-            elif probability >= thresholds.link:
-                band = Band.LINK
-            elif probability >= thresholds.review:
-                band = Band.REVIEW
-            else:
-                band = Band.NEW_PERSON
-            best[left] = max(best[left], probability)
-            best[right] = max(best[right], probability)
-            edges.append(Edge(left, right, probability, band, method is not None))
+            _score_pair(model, a, prepared[right], left, right, keep, edges, best)
     return edges, best
+
+
+def _score_pair(
+    model: LinkageModel,
+    a: Prepared,
+    b: Prepared,
+    left: int,
+    right: int,
+    keep: float,
+    edges: list[Edge],
+    best: list[float],
+    moved: bool = False,
+) -> None:
+    """Score one pair: note its probability in ``best`` and keep its edge if it is worth it."""
+    levels = cmp.levels(a, b, moved)
+    weight = model.weight_of(a, levels)
+    if weight < -30:
+        return
+    odds = 2.0**weight if weight < 60 else 2.0**60
+    probability = odds / (1.0 + odds)
+    if probability > best[left]:
+        best[left] = probability
+    if probability > best[right]:
+        best[right] = probability
+    method = deterministic(levels)
+    if method is None and probability < keep:
+        return
+    thresholds = model.thresholds
+    reason = conflict(a, b, levels, model.known_given)
+    if method is not None:
+        band = Band.LINK
+    elif reason is not None:
+        band = Band.REVIEW if levels[cmp.NHS] == 0 or levels[cmp.UPN] == 0 else Band.NEW_PERSON
+    elif probability >= thresholds.link:
+        band = Band.LINK
+    elif probability >= thresholds.review:
+        band = Band.REVIEW
+    else:
+        band = Band.NEW_PERSON
+    edges.append(Edge(left, right, probability, band, method is not None, weight))
+
+
+def household_moves(
+    prepared: Sequence[Prepared], labels: Sequence[int], edges: Sequence[Edge], review: float
+) -> moves.HouseholdMoves:
+    """The moves the first pass shows: its clusters, and its well-scoring pairs (at least the
+    review threshold, no conflict) between clusters."""
+    supporting = (
+        (edge.left, edge.right)
+        for edge in edges
+        if edge.probability >= review and edge.band is not Band.NEW_PERSON
+    )
+    return moves.HouseholdMoves.from_links(prepared, labels, supporting)
+
+
+def _rescore_chunk(pairs: list[tuple[int, int]]) -> tuple[list[Edge], dict[int, float]]:
+    prepared: Sequence[Prepared] = _SHARED["prepared"]  # type: ignore[assignment]
+    model: LinkageModel = _SHARED["model"]  # type: ignore[assignment]
+    keep: float = _SHARED["keep"]  # type: ignore[assignment]
+    edges: list[Edge] = []
+    best: dict[int, float] = defaultdict(float)
+    for left, right in pairs:
+        _score_pair(model, prepared[left], prepared[right], left, right, keep, edges, best, True)  # type: ignore[arg-type]
+    return edges, dict(best)
+
+
+def rescore_moves(
+    prepared: Sequence[Prepared],
+    labels: Sequence[int],
+    model: LinkageModel,
+    edges: list[Edge],
+    best: list[float],
+    household: moves.HouseholdMoves,
+    *,
+    keep: float = 0.05,
+    workers: int = 1,
+) -> list[Edge]:
+    """The second pass: score again, as at homes joined by a move, every pair of records in
+    different clusters at two homes that a move shown by *other* clusters joins and that sound
+    alike (``blocking.move_keys``: a block of its own, as such pairs may share no other key).
+    Returns the edges with those pairs' edges replaced."""
+    at_home: dict[str, list[int]] = defaultdict(list)
+    by_sound: dict[tuple[str, str], list[int]] = defaultdict(list)
+    sounds: dict[int, frozenset[str]] = {}
+    homes_joined = {home for pair in household.support for home in pair}
+    for index, record in enumerate(prepared):
+        if homes_joined.isdisjoint(record.homes):
+            continue
+        sounds[index] = blocking.name_sounds(record)
+        for home in record.homes:
+            at_home[home].append(index)
+            for sound in sounds[index]:
+                by_sound[(home, sound)].append(index)
+    pairs: set[tuple[int, int]] = set()
+    for x, y in household.support:
+        for left in at_home.get(x, ()):
+            for sound in sounds[left]:
+                for right in by_sound.get((y, sound), ()):
+                    if labels[left] == labels[right]:
+                        continue
+                    pair = (left, right) if left < right else (right, left)
+                    if pair in pairs:
+                        continue
+                    a, b = prepared[left], prepared[right]
+                    if household.joined(a.homes, b.homes, (labels[left], labels[right])):
+                        pairs.add(pair)
+    ordered = sorted(pairs)
+    chunks = [ordered[start : start + 20_000] for start in range(0, len(ordered), 20_000)]
+    rescored: list[Edge] = []
+    if len(chunks) > 1 and workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+        _SHARED.update(prepared=prepared, model=model, keep=keep)
+        try:
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                for found, found_best in pool.imap(_rescore_chunk, chunks):
+                    rescored.extend(found)
+                    for index, value in found_best.items():
+                        if value > best[index]:
+                            best[index] = value
+        finally:
+            _SHARED.clear()
+    else:
+        for chunk in chunks:
+            for left, right in chunk:
+                _score_pair(
+                    model, prepared[left], prepared[right], left, right, keep, rescored, best, True
+                )
+    return [e for e in edges if (e.left, e.right) not in pairs] + rescored
 
 
 def score_all(
@@ -219,15 +323,17 @@ def cluster(
 def _ambiguous(
     prepared: Sequence[Prepared], edges: Sequence[Edge], known: frozenset[str]
 ) -> set[int]:
-    """Records that would link to two records which must not be one person: a "Baby Smith"
-    that fits both twins, a record without a date of birth that fits a mother and the daughter
-    who shares her name. Linking them to either could be the wrong one; they are left apart
-    (and, in the service, go to the review queue)."""
-    partners: dict[int, list[int]] = defaultdict(list)
+    """Records that would link about as well to two records which must not be one person: a
+    "Baby Smith" that fits both twins, a record without a date of birth that fits a mother and
+    the daughter who shares her name. Linking them to either could be the wrong one; they are
+    left apart (and, in the service, go to the review queue). A record that fits one of the two
+    far better (by ``AMBIGUITY_MARGIN`` bits: odds of 99 to 1) is not ambiguous: "Lewis" fits
+    "Lewis" better than a mistyped "Loums", whatever "Loums" conflicts with."""
+    partners: dict[int, list[tuple[int, float]]] = defaultdict(list)
     for edge in edges:
         if edge.band is Band.LINK and not edge.deterministic:
-            partners[edge.left].append(edge.right)
-            partners[edge.right].append(edge.left)
+            partners[edge.left].append((edge.right, edge.weight))
+            partners[edge.right].append((edge.left, edge.weight))
     found = set()
     for record, others in partners.items():
         if len(others) < 2 or len(others) > 60:
@@ -237,12 +343,18 @@ def _ambiguous(
     return found
 
 
+AMBIGUITY_MARGIN = math.log2(99)
+
+
 def _conflicting_within(
-    prepared: Sequence[Prepared], members: list[int], known: frozenset[str]
+    prepared: Sequence[Prepared], members: list[tuple[int, float]], known: frozenset[str]
 ) -> bool:
-    for x, left in enumerate(members):
+    """Whether two of the members conflict and fit the record about as well as each other."""
+    for x, (left, left_weight) in enumerate(members):
         a = prepared[left]
-        for right in members[x + 1 :]:
+        for right, right_weight in members[x + 1 :]:
+            if abs(left_weight - right_weight) >= AMBIGUITY_MARGIN:
+                continue
             b = prepared[right]
             if conflict(a, b, cmp.levels(a, b), known) is not None:
                 return True
@@ -270,6 +382,23 @@ def _conflicting(
     return False
 
 
+def score_with_moves(
+    prepared: Sequence[Prepared],
+    model: LinkageModel,
+    *,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[list[Edge], list[float]]:
+    """Every candidate pair's edge, in two passes: the first links without knowing where
+    households moved; the moves its persons show then join homes for the second
+    (``rescore_moves``)."""
+    edges, best = score_all(prepared, model, workers=workers, progress=progress)
+    labels, _ = cluster(prepared, edges, best, model.known_given)
+    household = household_moves(prepared, labels, edges, model.thresholds.review)
+    workers = workers or min(os.cpu_count() or 1, 4)
+    return rescore_moves(prepared, labels, model, edges, best, household, workers=workers), best
+
+
 def link(
     prepared: Sequence[Prepared],
     model: LinkageModel,
@@ -277,5 +406,5 @@ def link(
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[int], list[float]]:
-    edges, best = score_all(prepared, model, workers=workers, progress=progress)
+    edges, best = score_with_moves(prepared, model, workers=workers, progress=progress)
     return cluster(prepared, edges, best, model.known_given)

@@ -19,6 +19,16 @@ from services.linking.matching.records import Prepared
 RULES: Final = ("N", "U", "D", "E", "P", "Q", "R", "Mb", "Mu", "C")
 
 
+MAX_BLOCK: Final = 400  # a block bigger than this is a key too common to tell anyone apart
+NO_YEAR_MAX_BLOCK: Final = 100  # ... and, for the keys of records without a year, this
+
+
+def block_limit(key: str, largest: int = MAX_BLOCK) -> int:
+    """The largest block searched under ``key``: the name-sound keys of records without a year
+    ("Q", "R": any year will do) are tighter, as they are the commonest and the weakest."""
+    return min(largest, NO_YEAR_MAX_BLOCK) if key[:1] in ("Q", "R") else largest
+
+
 def _month(day: date) -> str:
     return day.strftime("%Y%m")
 
@@ -27,6 +37,18 @@ def _years(record: Prepared, spread: int) -> tuple[int, ...]:
     year = record.dob.year if record.dob is not None else record.birth_year
     assert year is not None
     return tuple(range(year - spread, year + spread + 1))
+
+
+def name_sounds(record: Prepared) -> frozenset[str]:
+    """The sounds of a record's names: its formal given name's and each family-name part's
+    (and known other name's)."""
+    sounds = {names.phonetic(part) for part in (*record.family_tokens, *record.alias_tokens)}
+    if record.family:
+        sounds.add(record.family_phonetic)
+    if record.given:
+        sounds.add(names.phonetic(names.canonical(record.given)))
+    sounds.discard("")
+    return frozenset(sounds)
 
 
 def _keys(record: Prepared) -> tuple[set[str], set[str]]:
@@ -69,7 +91,8 @@ def _keys(record: Prepared) -> tuple[set[str], set[str]]:
         for sound in family_sounds:
             if sound == given_sound:
                 continue
-            name = f"{given_sound}|{sound}"
+            # In either order: a record with given and family names swapped shares it.
+            name = "|".join(sorted((given_sound, sound)))
             if record.dob is not None or record.birth_year is not None:
                 year = record.dob.year if record.dob is not None else record.birth_year
                 filed.add(f"P{name}|{year}")

@@ -33,7 +33,7 @@ def _similar(a: str, b: str) -> tuple[float, int]:
 
 def _close(a: str, b: str) -> bool:
     jw, dl = _similar(a, b)
-    return jw >= 0.92 or (dl <= 1 and min(len(a), len(b)) >= 4)
+    return jw >= 0.92 or (dl <= 1 and min(len(a), len(b)) >= 3)
 
 
 def _same_given(a: str, b: str) -> bool:
@@ -41,14 +41,18 @@ def _same_given(a: str, b: str) -> bool:
 
 
 def _swapped_one_way(a: Prepared, b: Prepared) -> bool:
-    if not (a.given == b.family or a.given in b.family_tokens):
+    if not (
+        a.given == b.family
+        or a.given in b.family_tokens
+        or any(_close(a.given, part) for part in b.family_tokens)
+    ):
         return False
     return any(_same_given(part, b.given) for part in a.family_tokens)
 
 
 def _swapped(a: Prepared, b: Prepared) -> bool:
     """Given and family names written the other way round on one of the records (a
-    double-barrelled or hyphenated part counts)."""
+    double-barrelled or hyphenated part counts, and so does a typo in either name)."""
     return _swapped_one_way(a, b) or _swapped_one_way(b, a)
 
 
@@ -81,9 +85,12 @@ def given_name(a: Prepared, b: Prepared) -> int:
         return 2
     if a.given_phonetic == b.given_phonetic:
         return 5
-    if _similar(a.given, b.given)[0] >= 0.80:
+    jw, dl = _similar(a.given, b.given)
+    if jw >= 0.80:
         return 6
-    return 7
+    if dl <= 2 and min(len(a.given), len(b.given)) >= 3:
+        return 7
+    return 8
 
 
 GIVEN_LEVELS: Final = (
@@ -94,6 +101,7 @@ GIVEN_LEVELS: Final = (
     "Jaro-Winkler >= 0.92 or one edit",
     "sounds alike (Metaphone)",
     "Jaro-Winkler >= 0.80",
+    "two edits apart",
     "different",
 )
 
@@ -139,20 +147,20 @@ def date_of_birth(a: Prepared, b: Prepared) -> int:
         if DamerauLevenshtein.distance(a.dob_text, b.dob_text) <= 1:
             return 2
         if a.dob.year == b.dob.year:
-            return 4
-        return 5
+            return 5
+        return 6
     expected_a = a.expected or a.dob
     expected_b = b.expected or b.dob
     if (a.expected or b.expected) and expected_a and expected_b:
         if abs((expected_a - expected_b).days) <= UNBORN_WINDOW_DAYS:
             return 3
-        return 5
+        return 6
     if (
         a.birth_year is not None
         and b.birth_year is not None
         and (a.dob_estimated or b.dob_estimated)
     ):
-        return 4 if abs(a.birth_year - b.birth_year) <= ESTIMATE_YEARS else 5
+        return 4 if abs(a.birth_year - b.birth_year) <= ESTIMATE_YEARS else 6
     return NULL
 
 
@@ -161,7 +169,8 @@ DOB_LEVELS: Final = (
     "day and month swapped",
     "one digit different or two transposed",
     "expected date of an unborn child within six weeks",
-    "same year (or within an estimated age)",
+    "within an estimated age (two years)",
+    "same year",
     "different",
 )
 
@@ -184,29 +193,35 @@ def _same_address(a: Prepared, b: Prepared) -> bool | None:
     return overlap >= 0.6 and a.address_number == b.address_number
 
 
-def residence(a: Prepared, b: Prepared) -> int:
+def residence(a: Prepared, b: Prepared, moved: bool = False) -> int:
     """Postcode and address together: they move together, so counting them as two independent
-    comparisons would count one move (or one shared home) twice."""
+    comparisons would count one move (or one shared home) twice. ``moved``: the two records'
+    homes are joined by a move of the household that other records show (``matching.moves``)."""
     same_address = _same_address(a, b)
     if not a.postcode or not b.postcode:
         if same_address is None:
             return NULL
-        return 2 if same_address else 5
+        if same_address:
+            return 2
+        return 3 if moved else 6
     if a.postcode == b.postcode:
         return 0 if same_address else 1
     if same_address:
         return 2  # the same house with a mistyped postcode
-    if a.sector == b.sector:
+    if moved:
         return 3
-    if a.outward == b.outward:
+    if a.sector == b.sector:
         return 4
-    return 5
+    if a.outward == b.outward:
+        return 5
+    return 6
 
 
 RESIDENCE_LEVELS: Final = (
     "same postcode and address",
     "same postcode",
     "same address (number and street), postcode differs or missing",
+    "different homes, joined by a move of the household",
     "postcode sector",
     "postcode outward code (district)",
     "different",
@@ -255,14 +270,15 @@ COMPARISONS: Final[tuple[Comparison, ...]] = (
 GIVEN, FAMILY, DOB, SEX, RESIDENCE, NHS, UPN = range(len(COMPARISONS))
 
 
-def levels(a: Prepared, b: Prepared) -> tuple[int, ...]:
-    """The comparison vector (gamma) of a pair."""
+def levels(a: Prepared, b: Prepared, moved: bool = False) -> tuple[int, ...]:
+    """The comparison vector (gamma) of a pair; ``moved``: their homes are joined by a known
+    move of the household (see ``residence``)."""
     return (
         given_name(a, b),
         family_name(a, b),
         date_of_birth(a, b),
         sex(a, b),
-        residence(a, b),
+        residence(a, b, moved),
         nhs_number(a, b),
         upn(a, b),
     )

@@ -26,6 +26,7 @@ from typing import Any, Final
 from rapidfuzz.distance import DamerauLevenshtein
 
 from services.linking.matching import comparisons as cmp
+from services.linking.matching import names
 from services.linking.matching.records import Prepared
 
 DEFAULT_MODEL_PATH: Final = Path(__file__).with_name("model.json")
@@ -155,8 +156,9 @@ class LinkageModel:
                 total += weights[index][level]
         return total
 
-    def score(self, a: Prepared, b: Prepared) -> PairScore:
-        levels = cmp.levels(a, b)
+    def score(self, a: Prepared, b: Prepared, moved: bool = False) -> PairScore:
+        """``moved``: the two records' homes are joined by a known move of the household."""
+        levels = cmp.levels(a, b, moved)
         weight = self.weight_of(a, levels)
         return PairScore(
             weight=weight,
@@ -263,6 +265,7 @@ GENERATION_GAP_DAYS: Final = 3 * 365  # exact dates of birth this far apart: not
 PREGNANCY_GAP_DAYS: Final = 300  # an expected date this far from a birth: another pregnancy
 
 
+GIVEN_NICKNAME: Final = cmp.GIVEN_LEVELS.index("nickname")
 GIVEN_SIMILAR: Final = 4  # levels from here on: similar-looking or sounding, or different
 KNOWN_NAME_FREQUENCY: Final = 5e-5  # a given name seen this often may be a real name
 TYPO_RATIO: Final = 20  # ... unless a name one edit away is this many times more common
@@ -295,7 +298,9 @@ def conflict(
     """Why these two records must never be linked automatically, or None.
 
     ``known`` holds the given names common enough to be real names: twins called Ava and Eva,
-    or Jack and Jake, look like a typo of one name, but two real names are two children.
+    or Jack and Jake, look like a typo of one name, but two real names are two children (and
+    two names two edits apart, "Jatk" and "Jacs", are one child's name mistyped twice unless
+    both are real names).
     """
     if levels[cmp.DOB] == DOB_DIFFERENT:
         if a.dob is not None and b.dob is not None:
@@ -310,11 +315,13 @@ def conflict(
     if levels[cmp.UPN] == 1:
         return "different permanent UPNs"
     given_level = levels[cmp.GIVEN]
+    # Similar-looking, or a nickname only by way of a typo (Charlie and Harley: "Charley" is
+    # Charlie's, one letter from Harley): two real names are still two children.
+    looks_alike = given_level >= GIVEN_SIMILAR or (
+        given_level == GIVEN_NICKNAME and not names.nickname_related(a.given, b.given)
+    )
     two_real_names = (
-        given_level >= GIVEN_SIMILAR
-        and given_level != GIVEN_DIFFERENT
-        and a.given in known
-        and b.given in known
+        looks_alike and given_level != GIVEN_DIFFERENT and a.given in known and b.given in known
     )
     if given_level == GIVEN_DIFFERENT or two_real_names:
         if levels[cmp.NHS] == 0 or levels[cmp.UPN] == 0:

@@ -7,9 +7,11 @@ and a few string distances.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
+from typing import Final
 
 from services.linking.matching import names
 from shared.identifiers import (
@@ -69,6 +71,8 @@ class Prepared:
     upn: str | None
     upn_temporary: bool
     problems: list[str] = field(default_factory=list)
+    # Where the record places its subject: its postcode and its house (see ``matching.moves``).
+    homes: tuple[str, ...] = ()
 
     @property
     def record_id(self) -> str:
@@ -76,14 +80,19 @@ class Prepared:
 
 
 @lru_cache(maxsize=100_000)
-def _address_parts(address: str | None) -> tuple[str, frozenset[str]]:
-    """The house number (or first number) and the word tokens of a free-text address."""
+def _address_parts(address: str | None) -> tuple[str, frozenset[str], str]:
+    """The house number (or first number), the word tokens of a free-text address, and the
+    house as a key: its number and the first two words after it, the street ("" if either is
+    missing)."""
     if not address:
-        return "", frozenset()
+        return "", frozenset(), ""
     text = names.normalise(address.replace(",", " ").replace("/", " "))
     raw = address.upper().replace(",", " ").split()
-    number = next((part for part in raw if any(ch.isdigit() for ch in part)), "")
-    return number, frozenset(token for token in names.tokens(text) if len(token) > 1)
+    at = next((index for index, part in enumerate(raw) if any(ch.isdigit() for ch in part)), -1)
+    number = raw[at] if at >= 0 else ""
+    street = [names.normalise(part) for part in raw[at + 1 :] if part.isalpha()][:2]
+    house = f"A{number}|{' '.join(street)}" if number and street else ""
+    return number, frozenset(token for token in names.tokens(text) if len(token) > 1), house
 
 
 def prepare(record: PersonRecord, *, trusted: bool = False) -> Prepared:
@@ -133,7 +142,7 @@ def prepare(record: PersonRecord, *, trusted: bool = False) -> Prepared:
             problems.append(f"postcode: {error}")
     dob = record.date_of_birth
     estimated = record.dob_estimated
-    number, address_tokens = _address_parts(record.address)
+    number, address_tokens, house = _address_parts(record.address)
     return Prepared(
         record=record,
         given=given,
@@ -161,4 +170,98 @@ def prepare(record: PersonRecord, *, trusted: bool = False) -> Prepared:
         upn=upn,
         upn_temporary=upn_temporary,
         problems=problems,
+        homes=tuple(home for home in (f"P{postcode}" if postcode else "", house) if home),
+    )
+
+
+# Stored features -------------------------------------------------------------------------------
+
+#: What ``prepare`` derives from a record that costs time (normal forms, tokens, phonetic keys,
+#: address parts, homes): stored with each person record, so that a record resolved online is
+#: compared with its candidates without preparing any of them again (``restore``).
+FEATURE_COLUMNS: Final = (
+    "given_norm",
+    "given_tokens",
+    "given_placeholder",
+    "family_norm",
+    "family_tokens",
+    "alias_tokens",
+    "given_sound",
+    "family_sound",
+    "address_number",
+    "address_tokens",
+    "homes",
+)
+
+
+def features(ready: Prepared) -> dict[str, object]:
+    """The stored features of a prepared record (see ``FEATURE_COLUMNS``)."""
+    return {
+        "given_norm": ready.given,
+        "given_tokens": list(ready.given_tokens),
+        "given_placeholder": ready.given_placeholder,
+        "family_norm": ready.family,
+        "family_tokens": list(ready.family_tokens),
+        "alias_tokens": sorted(ready.alias_tokens),
+        "given_sound": ready.given_phonetic,
+        "family_sound": ready.family_phonetic,
+        "address_number": ready.address_number,
+        "address_tokens": sorted(ready.address_tokens),
+        "homes": list(ready.homes),
+    }
+
+
+def restore(
+    record_id: str,
+    *,
+    date_of_birth: date | None,
+    dob_estimated: bool,
+    expected_date: date | None,
+    sex: str | None,
+    postcode: str | None,
+    nhs_number: str | None,
+    upn: str | None,
+    given_norm: str,
+    given_tokens: Sequence[str],
+    given_placeholder: bool,
+    family_norm: str,
+    family_tokens: Sequence[str],
+    alias_tokens: Sequence[str],
+    given_sound: str,
+    family_sound: str,
+    address_number: str,
+    address_tokens: Sequence[str],
+    homes: Sequence[str],
+) -> Prepared:
+    """A stored record's prepared form from its columns: what ``prepare(..., trusted=True)``
+    returns for it, with nothing normalised or looked up again."""
+    dob = None if dob_estimated else date_of_birth
+    postcode = postcode or ""
+    return Prepared(
+        record=PersonRecord(record_id),
+        given=given_norm,
+        given_tokens=tuple(given_tokens),
+        given_placeholder=given_placeholder,
+        family=family_norm,
+        family_tokens=tuple(family_tokens),
+        alias_tokens=frozenset(alias_tokens),
+        given_phonetic=given_sound,
+        family_phonetic=family_sound,
+        dob=dob,
+        dob_text=dob.strftime("%Y%m%d") if dob is not None else "",
+        birth_year=date_of_birth.year
+        if date_of_birth
+        else (expected_date.year if expected_date else None),
+        dob_estimated=dob_estimated and date_of_birth is not None,
+        expected=expected_date if date_of_birth is None else None,
+        sex=SEXES.get((sex or "").lower(), ""),
+        postcode=postcode,
+        sector=postcode[:-2] if postcode else "",
+        outward=postcode.split(" ")[0] if postcode else "",
+        address_number=address_number,
+        address_tokens=frozenset(address_tokens),
+        nhs=nhs_number or None,
+        upn=upn or None,
+        upn_temporary=upn is not None and upn != "" and not upn[-1].isdigit(),
+        homes=tuple(homes),
     )

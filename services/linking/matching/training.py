@@ -23,8 +23,8 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from services.linking.matching import batch, names
 from services.linking.matching import comparisons as cmp
-from services.linking.matching import names
 from services.linking.matching.model import (
     DEFAULT_MODEL_PATH,
     LinkageModel,
@@ -36,16 +36,24 @@ from services.linking.matching.records import Prepared, prepare
 
 # A comparison vector and whether the domain rules forbid the pair (see model.conflict).
 Pattern = tuple[tuple[int, ...], bool]
+# Whether two records' homes are joined by a move of the household (see matching.moves).
+Moved = Callable[[int, int], bool]
 
 
-def estimate_u(prepared: Sequence[Prepared], pairs: int, rng: random.Random) -> list[list[float]]:
+def _never(left: int, right: int) -> bool:
+    return False
+
+
+def estimate_u(
+    prepared: Sequence[Prepared], pairs: int, rng: random.Random, moved: Moved = _never
+) -> list[list[float]]:
     counts = [[1.0] * len(c.levels) for c in cmp.COMPARISONS]  # add-one smoothing
     n = len(prepared)
     for _ in range(pairs):
         i, j = rng.randrange(n), rng.randrange(n)
         if i == j:
             continue
-        for index, level in enumerate(cmp.levels(prepared[i], prepared[j])):
+        for index, level in enumerate(cmp.levels(prepared[i], prepared[j], moved(i, j))):
             if level != cmp.NULL:
                 counts[index][level] += 1
     return [[value / sum(row) for value in row] for row in counts]
@@ -56,6 +64,7 @@ def blocked_patterns(
     key: Callable[[Prepared], str | None],
     known: frozenset[str],
     max_block: int = 200,
+    moved: Moved = _never,
 ) -> Counter[Pattern]:
     blocks: dict[str, list[int]] = defaultdict(list)
     for index, record in enumerate(prepared):
@@ -69,7 +78,7 @@ def blocked_patterns(
         for x, left in enumerate(members):
             for right in members[x + 1 :]:
                 a, b = prepared[left], prepared[right]
-                levels = cmp.levels(a, b)
+                levels = cmp.levels(a, b, moved(left, right))
                 patterns[(levels, conflict(a, b, levels, known) is not None)] += 1
     return patterns
 
@@ -139,15 +148,39 @@ def train(
     u_pairs: int = 400_000,
     thresholds: Thresholds | None = None,
 ) -> LinkageModel:
+    """Two stages: a model without knowledge of households' moves links the records; the moves
+    its persons show (``moves.apply_clusters``) then let the second stage estimate the residence
+    level "joined by a move of the household" like any other level."""
+    first = _train(prepared, seed=seed, u_pairs=u_pairs, thresholds=thresholds)
+    edges, best = batch.score_all(prepared, first)
+    labels, _ = batch.cluster(prepared, edges, best, first.known_given)
+    household = batch.household_moves(prepared, labels, edges, first.thresholds.review)
+
+    def moved(left: int, right: int) -> bool:
+        return household.joined(
+            prepared[left].homes, prepared[right].homes, (labels[left], labels[right])
+        )
+
+    return _train(prepared, seed=seed, u_pairs=u_pairs, thresholds=thresholds, moved=moved)
+
+
+def _train(
+    prepared: Sequence[Prepared],
+    *,
+    seed: int,
+    u_pairs: int,
+    thresholds: Thresholds | None,
+    moved: Moved = _never,
+) -> LinkageModel:
     rng = random.Random(seed)  # noqa: S311 (sampling, not secrets)
     tf = term_frequencies(prepared)
     known = known_names(tf)
-    u = estimate_u(prepared, u_pairs, rng)
+    u = estimate_u(prepared, u_pairs, rng, moved)
     m = _starting_m()
     all_fields = set(range(len(cmp.COMPARISONS)))
     estimates: dict[int, list[list[float]]] = defaultdict(list)
     # Session 1: same date of birth; estimates everything else (names, swaps, nicknames).
-    s1 = blocked_patterns(prepared, lambda r: r.dob_text or None, known)
+    s1 = blocked_patterns(prepared, lambda r: r.dob_text or None, known, moved=moved)
     fields1 = all_fields - {cmp.DOB}
     m1, share1 = expectation_maximisation(s1, m, u, fields1)
     for index in fields1:
@@ -155,7 +188,10 @@ def train(
     # Session 2: same family name and postcode; estimates the date of birth, including an
     # unborn child's expected date (which a block on given names would never see).
     s2 = blocked_patterns(
-        prepared, lambda r: f"{r.family}|{r.postcode}" if r.family and r.postcode else None, known
+        prepared,
+        lambda r: f"{r.family}|{r.postcode}" if r.family and r.postcode else None,
+        known,
+        moved=moved,
     )
     fields2 = all_fields - {cmp.FAMILY, cmp.RESIDENCE}
     m2, _ = expectation_maximisation(s2, m1, u, fields2)
@@ -170,6 +206,7 @@ def train(
             else None
         ),
         known,
+        moved=moved,
     )
     fields3 = all_fields - {cmp.GIVEN, cmp.FAMILY}
     m3, _ = expectation_maximisation(s3, m1, u, fields3)

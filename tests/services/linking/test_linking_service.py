@@ -122,6 +122,24 @@ def police_incident(
     )
 
 
+async def attend_a_and_e(database: Database, patient: ReportedChild) -> None:
+    """An A&E attendance of this child, consumed by linking."""
+    attendance = UnscheduledCareAttendanceRecorded(
+        contact_id=uuid.uuid4(),
+        received_at=RECEIVED,
+        contributor_agency="health",
+        contributor_organisation_code="RDEMO",
+        attended_at=RECEIVED,
+        setting="emergency_department",
+        hospital_site_code="RDEMO01",
+        injury=True,
+        safeguarding_concern=True,
+        subjects=[patient],
+    )
+    async with database.transaction() as session:
+        await consumers.unscheduled_care(session, attendance, envelope(attendance))
+
+
 def envelope(event: Event) -> Envelope:
     return envelope_for(
         event, service="referrals", trace=TraceContext(correlation_id="test"), now=RECEIVED
@@ -445,6 +463,44 @@ async def test_adults_at_an_incident_link_to_the_family_and_join_the_childrens_h
 # The API -------------------------------------------------------------------------------------
 
 
+async def test_a_move_the_household_is_known_to_have_made_joins_a_childs_old_and_new_homes(
+    api: httpx.AsyncClient, database: Database
+) -> None:
+    """Olivia Smith, a common name, at a new home: alone that is a near miss (review). Once
+    her brother's records show the family moved there, it is where Olivia lived too."""
+    old_home, new_home = unique_postcode("DE"), unique_postcode("DE")
+    born = date(2010 + uuid.uuid4().int % 6, 1 + uuid.uuid4().int % 12, 1 + uuid.uuid4().int % 28)
+    brother_nhs = nhs_number(uuid.uuid4().int % 10**9)
+    olivia = child("Smith", given="Olivia", date_of_birth=born, postcode=old_home)
+    leo = child(
+        "Smith",
+        given="Leo",
+        sex="male",
+        date_of_birth=date(2019, 2, 2),
+        postcode=old_home,
+        nhs_number=brother_nhs,
+    )
+    await receive(database, referral([olivia, leo]))
+    (first,) = await records_of(database, olivia.subject_id)
+    query = {
+        "given_names": "Olivia",
+        "family_name": "Smith",
+        "date_of_birth": born.isoformat(),
+        "sex": "female",
+        "postcode": new_home,
+    }
+    before = (await api.post("/v1/persons/resolve", json=query)).json()
+    assert before["band"] != "link"
+    # A&E sees Leo at the new home: his NHS number makes him one person at both homes.
+    await attend_a_and_e(
+        database, leo.model_copy(update={"subject_id": uuid.uuid4(), "postcode": new_home})
+    )
+    after = (await api.post("/v1/persons/resolve", json=query)).json()
+    assert (after["band"], after["person_id"]) == ("link", str(first.person_id))
+    evidence = {e["comparison"]: e for e in after["candidates"][0]["evidence"]}
+    assert evidence["residence"]["level"] == "different homes, joined by a move of the household"
+
+
 async def test_resolve_returns_the_person_and_ranked_candidates_with_evidence(
     api: httpx.AsyncClient, database: Database
 ) -> None:
@@ -522,17 +578,18 @@ async def test_an_unknown_person_is_404(api: httpx.AsyncClient) -> None:
 
 
 async def _review_pair(database: Database) -> tuple[PersonRecord, PersonRecord, ReviewItem]:
-    """Two records of the review band: a nickname, the same year of birth, another town."""
+    """Two records of the review band: a nickname, a date of birth one digit off, another
+    town."""
     family = unique_family()
     # Dates of their own too: other tests' Hatties must not outrank this pair's.
-    year, day = 2008 + uuid.uuid4().int % 8, 1 + uuid.uuid4().int % 28
+    year, day = 2008 + uuid.uuid4().int % 8, 1 + uuid.uuid4().int % 18
     first = child(
         family, given="Harriet", date_of_birth=date(year, 3, day), postcode=unique_postcode("DE")
     )
     second = child(
         family,
         given="Hattie",
-        date_of_birth=date(year, 10, 29 - day),
+        date_of_birth=date(year, 3, day + 10),
         postcode=unique_postcode("NG"),
     )
     await receive(database, referral([first]))
@@ -562,7 +619,7 @@ async def test_a_review_band_record_is_its_own_person_with_a_review_item(
     assert shown["record"]["given_names"] == "Hattie"
     assert shown["candidate_record"]["given_names"] == "Harriet"
     evidence = {e["comparison"]: e for e in shown["evidence"]}
-    assert evidence["date_of_birth"]["level"] == "same year (or within an estimated age)"
+    assert evidence["date_of_birth"]["level"] == "one digit different or two transposed"
     assert evidence["residence"]["weight"] < 0
     required = await events_about(database, "link.review_required", review_id=str(item.id))
     assert len(required) == 1
@@ -649,20 +706,7 @@ async def test_a_child_first_seen_at_a_familys_postcode_joins_their_household(
     brother = child(
         family, given="Noah", sex="male", date_of_birth=date(2023, 1, 9), postcode=postcode
     )
-    attendance = UnscheduledCareAttendanceRecorded(
-        contact_id=uuid.uuid4(),
-        received_at=RECEIVED,
-        contributor_agency="health",
-        contributor_organisation_code="RDEMO",
-        attended_at=RECEIVED,
-        setting="emergency_department",
-        hospital_site_code="RDEMO01",
-        injury=True,
-        safeguarding_concern=True,
-        subjects=[brother],
-    )
-    async with database.transaction() as session:
-        await consumers.unscheduled_care(session, attendance, envelope(attendance))
+    await attend_a_and_e(database, brother)
     first, second = await records_of(database, maya.subject_id, brother.subject_id)
     assert second.person_id != first.person_id
     async with database.transaction() as session:
