@@ -31,10 +31,10 @@ def unique_family() -> str:
 
 
 async def raise_pair(stack: PortalStack) -> str:
-    """Two referrals of what may be one girl: a nickname, another birthday in the same year,
-    another town (linking's review band). Returns the family name."""
+    """Two referrals of what may be one girl: a nickname, a birthday one digit off, another
+    town (linking's review band, as its own review tests make it). Returns the family name."""
     family = unique_family()
-    year, day = 2010 + uuid.uuid4().int % 6, 1 + uuid.uuid4().int % 27
+    year, day = 2010 + uuid.uuid4().int % 6, 1 + uuid.uuid4().int % 18
     school = bearer()
     mother = {
         "given_names": "Sarah",
@@ -69,7 +69,7 @@ async def raise_pair(stack: PortalStack) -> str:
             {
                 "given_names": "Hattie",
                 "family_name": family,
-                "date_of_birth": f"{year}-10-{28 - day:02d}",
+                "date_of_birth": f"{year}-03-{day + 10:02d}",
                 "sex": "female",
                 "address": {
                     "lines": [f"{day} Canal Street"],
