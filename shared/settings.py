@@ -127,3 +127,39 @@ class ServiceSettings(BaseSettings):
     @property
     def consumer_group(self) -> str:
         return f"threadline.{self.service_name}"
+
+
+DEV_PLATFORM_SECRET = "dev-secret-threadline-platform"  # noqa: S105 (development only)
+
+
+class DisclosingSettings(ServiceSettings):
+    """A service that asks the consent service's decision point before it discloses: where the
+    decision point is, and the platform client (OAuth2 client credentials at the identity
+    provider's ``/oauth2/token``) whose token it asks with. ``THREADLINE_CONSENT_URL`` and
+    ``THREADLINE_IDENTITY_URL``, which the local stack and compose set, serve every service."""
+
+    consent_url: str = "http://127.0.0.1:8102"
+    identity_url: str = "http://127.0.0.1:8100"
+    token_url: str = ""  # default: the identity provider's /oauth2/token
+    client_id: str = "threadline-platform"
+    client_secret: str = DEV_PLATFORM_SECRET
+
+    @model_validator(mode="after")
+    def _token_url(self) -> DisclosingSettings:
+        self.token_url = self.platform_token_url
+        return self
+
+    @property
+    def platform_token_url(self) -> str:
+        return self.token_url or f"{self.identity_url.rstrip('/')}/oauth2/token"
+
+    def production_problems(self) -> list[str]:
+        problems = super().production_problems()
+        prefix = f"THREADLINE_{self.service_name.upper()}_"
+        if self.client_secret == DEV_PLATFORM_SECRET:
+            problems.append(f"{prefix}CLIENT_SECRET must be set (the platform client's secret)")
+        if not self.consent_url.startswith("https://"):
+            problems.append(f"{prefix}CONSENT_URL (or THREADLINE_CONSENT_URL) must be https")
+        if not self.platform_token_url.startswith("https://"):
+            problems.append(f"{prefix}TOKEN_URL (or THREADLINE_IDENTITY_URL) must be https")
+        return problems

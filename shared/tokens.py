@@ -12,6 +12,8 @@ import time
 
 import httpx
 
+from shared.settings import DisclosingSettings
+
 
 class TokenError(Exception):
     """The identity provider refused or could not be reached."""
@@ -71,3 +73,12 @@ class ClientCredentials:
     async def aclose(self) -> None:
         if self._owns_http:
             await self._http.aclose()
+
+
+def platform_tokens(
+    settings: DisclosingSettings, *, audience: str = "threadline:consent"
+) -> ClientCredentials:
+    """The token source of a service's platform client, for the consent service by default."""
+    return ClientCredentials(
+        settings.token_url, settings.client_id, settings.client_secret, audience=audience
+    )

@@ -66,6 +66,10 @@ def _print_urls(stack: Stack) -> None:
     print(f"  {'kafka':<14} {stack.kafka.bootstrap_servers}")
     print(f"  MASH inbox:    {stack.url('notifications')}/v1/inbox  (token: client demo-mash)")
     print(f"  Link reviews:  {stack.url('linking')}/v1/reviews  (token: client demo-mash)")
+    print(
+        f"  Timelines:     {stack.url('timeline')}/v1/persons/<person id>/timeline"
+        "  (token: client demo-mash; person ids from Link reviews or /v1/persons/search)"
+    )
     print(f"  Tokens:        {stack.url('identity')}/oauth2/token  (clients and secrets in ")
     print("                 config/identity/dev-clients.toml)")
     if "portal" in SERVICES:

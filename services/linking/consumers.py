@@ -66,6 +66,11 @@ class Engine:
         return cls.model
 
 
+def address_text(lines: Sequence[str]) -> str | None:
+    """An event's address lines as the one free-text address a person record holds."""
+    return ", ".join(line for line in lines if line) or None
+
+
 def child_data(child: ReportedChild, received: service.Source, envelope: Envelope) -> RecordData:
     estimated = service.estimated_birth(child.estimated_age_years, envelope.time)
     return RecordData(
@@ -78,6 +83,7 @@ def child_data(child: ReportedChild, received: service.Source, envelope: Envelop
         dob_estimated=child.date_of_birth is None and estimated is not None,
         expected_date=child.unborn_expected_date if child.date_of_birth is None else None,
         sex=child.sex,
+        address=address_text(child.address_lines),
         postcode=child.postcode,
         nhs_number=child.nhs_number,
         upn=child.upn,
@@ -133,7 +139,9 @@ async def referral_received(
                 other_names=tuple(member.other_names),
                 date_of_birth=member.date_of_birth,
                 sex=member.sex,
+                address=address_text(member.address_lines),
                 postcode=member.postcode,
+                nhs_number=member.nhs_number,
             ),
             subject_id=member.subject_id,
             role="adult",
@@ -183,11 +191,18 @@ async def domestic_abuse_incident(
     session: AsyncSession, event: DomesticAbuseIncidentRecorded, envelope: Envelope
 ) -> None:
     source = _contact_source(event, "domestic_abuse_incident")
-    await _children(session, event.subjects, source, envelope)
+    children = await _children(session, event.subjects, source, envelope)
+    homes = {
+        home
+        for child in event.subjects
+        if (home := service.home(child.postcode, child.address_lines))
+    }
+    co_resident: list[uuid.UUID] = []
     for index, adult in enumerate(event.adults):
-        # Adults at an incident carry no subject id: the contact and position stand for one.
-        subject = uuid.uuid5(event.contact_id, f"adult:{index}")
-        await service.record_subject(
+        # The contacts service assigns each adult a subject id; an event recorded before it
+        # did stands for the adult by the contact and position (what the migration backfilled).
+        subject = adult.subject_id or uuid.uuid5(event.contact_id, f"adult:{index}")
+        record = await service.record_subject(
             session,
             Engine.current(),
             RecordData(
@@ -196,6 +211,9 @@ async def domestic_abuse_incident(
                 given_names=adult.given_names,
                 family_name=adult.family_name,
                 date_of_birth=adult.date_of_birth,
+                sex=adult.sex,
+                address=address_text(adult.address_lines),
+                postcode=adult.postcode,
             ),
             subject_id=subject,
             role="adult",
@@ -203,6 +221,17 @@ async def domestic_abuse_incident(
             school_urn=None,
             now=envelope.time,
             max_candidates=Engine.max_candidates,
+        )
+        if service.home(adult.postcode, adult.address_lines) in homes:
+            co_resident.append(record.person_id)
+    if co_resident:
+        # Adults the police recorded at a present child's home live with the children: they
+        # join the children's household (no relationship is typed; the police do not say).
+        await service.join_household(
+            session,
+            children=list(dict.fromkeys(children.values())),
+            adults=co_resident,
+            now=envelope.time,
         )
 
 

@@ -682,7 +682,30 @@ async def apply_family(
             now=now,
         )
     await infer_siblings(session, children, source_reference, now)
-    residents = list(dict.fromkeys([*children, *co_resident]))
+    return await join_household(session, children=children, adults=co_resident, now=now)
+
+
+def home(postcode: str | None, address_lines: Sequence[str]) -> tuple[str, str] | None:
+    """Where someone lives, as far as telling two homes apart needs: the postcode and the house
+    (the first line's number, or the first line); ``None`` without a postcode and a first line."""
+    if not postcode or not address_lines or not address_lines[0].strip():
+        return None
+    first = address_lines[0].upper().replace(",", " ").split()
+    house = next((part for part in first if any(ch.isdigit() for ch in part)), " ".join(first))
+    return postcode.upper().replace(" ", ""), house
+
+
+async def join_household(
+    session: AsyncSession,
+    *,
+    children: Sequence[uuid.UUID],
+    adults: Iterable[uuid.UUID],
+    now: datetime,
+) -> uuid.UUID | None:
+    """Put the children and the adults they live with into one household, joining an existing
+    one where any of them is already in one. Returns the household."""
+    repository = LinkingRepository(session)
+    residents = list(dict.fromkeys([*children, *adults]))
     if not residents:
         return None
     existing = await repository.households_of(residents)

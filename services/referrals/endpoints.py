@@ -160,6 +160,7 @@ async def referral_out(
                     "other_names": list(member.other_names),
                     "date_of_birth": member.date_of_birth,
                     "sex": member.sex,
+                    "nhs_number": member.nhs_number,
                     "address": {
                         "lines": list(member.address_lines),
                         "town": member.town,

@@ -30,6 +30,8 @@ class ReportedChild(BaseModel):
     sex: str = "not_known"
     nhs_number: str | None = None
     upn: str | None = None
+    address_lines: list[str] = []
+    town: str | None = None
     postcode: str | None = None
     school_urn: str | None = None
 
@@ -44,6 +46,8 @@ class ReportedRelationship(BaseModel):
 
 
 class ReportedFamilyMember(BaseModel):
+    """An adult or other family member named in a referral's family section."""
+
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     subject_id: UUID
@@ -52,6 +56,9 @@ class ReportedFamilyMember(BaseModel):
     other_names: list[str] = []
     date_of_birth: date | None = None
     sex: str = "not_known"
+    nhs_number: str | None = None
+    address_lines: list[str] = []
+    town: str | None = None
     postcode: str | None = None
     relationships: list[ReportedRelationship]
 

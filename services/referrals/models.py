@@ -142,6 +142,7 @@ class FamilyMember(Base):
     other_names: Mapped[list[str]] = mapped_column(ARRAY(String(200)))
     date_of_birth: Mapped[date | None] = mapped_column(Date)
     sex: Mapped[str] = mapped_column(String(20))
+    nhs_number: Mapped[str | None] = mapped_column(String(10))
     address_lines: Mapped[list[str]] = mapped_column(ARRAY(String(200)))
     town: Mapped[str | None] = mapped_column(String(200))
     postcode: Mapped[str | None] = mapped_column(String(8))

@@ -244,6 +244,7 @@ class FamilyMemberIn(Strict):
     other_names: list[Text200] = Field(default_factory=list, max_length=10)
     date_of_birth: PastDate | None = None
     sex: Sex = Sex.NOT_KNOWN
+    nhs_number: NHSNumber | None = None
     address: AddressIn | None = None
     phone: Phone | None = None
     relationships: list[RelationshipIn] = Field(min_length=1, max_length=20)

@@ -17,7 +17,7 @@ from services.timeline.settings import TimelineSettings
 from shared.clock import Clock
 from shared.disclosures import DisclosureClient, TokenSource
 from shared.service import ServiceDefinition, create_service_app
-from shared.tokens import ClientCredentials
+from shared.tokens import ClientCredentials, platform_tokens
 
 DEFINITION = ServiceDefinition(
     name="timeline",
@@ -51,12 +51,7 @@ def create_app(
         tokens = disclosure_tokens
         owned: ClientCredentials | None = None
         if tokens is None:
-            owned = ClientCredentials(
-                settings.token_url,
-                settings.client_id,
-                settings.client_secret,
-                audience="threadline:consent",
-            )
+            owned = platform_tokens(settings)
             tokens = owned
         app.state.disclosures = DisclosureClient(
             settings.consent_url, token=tokens, http=disclosure_http

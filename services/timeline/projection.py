@@ -353,7 +353,7 @@ class Projector:
                     seen_at=event.received_at,
                 )
                 for adult in event.adults
-                if (adult_id := getattr(adult, "subject_id", None)) is not None
+                if (adult_id := adult.subject_id) is not None
             ]
         await self._subjects(session, subjects)
         await self._entries(session, envelope.id, wording.contact_entries(event))

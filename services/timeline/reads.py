@@ -50,11 +50,12 @@ ROLES = {
     "referral_reopened": "MASH",
 }
 
-_REDIRECT = text(
-    f"SELECT survivor_person_id FROM {SCHEMA}.redirects WHERE merged_person_id = :id AND active"
+_REDIRECTS = text(
+    f"SELECT merged_person_id, survivor_person_id FROM {SCHEMA}.redirects"
+    " WHERE merged_person_id = ANY(CAST(:ids AS uuid[])) AND active"
 )
 _MERGED_INTO = text(
-    f"SELECT merged_person_id FROM {SCHEMA}.redirects"
+    f"SELECT merged_person_id, survivor_person_id FROM {SCHEMA}.redirects"
     " WHERE survivor_person_id = ANY(CAST(:ids AS uuid[])) AND active"
 )
 _KNOWN = text(
@@ -132,52 +133,64 @@ def display_name(row: Any) -> str:
     return f"{row.family_name} (first name not known)"
 
 
-async def canonical(session: AsyncSession, person_id: uuid.UUID) -> uuid.UUID:
-    current = person_id
+async def canonical_many(
+    session: AsyncSession, person_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, uuid.UUID]:
+    """Each id → the person it is now (itself, or the survivor of the merges it went into)."""
+    found = {pid: pid for pid in person_ids}
     for _ in range(MAX_REDIRECTS):
-        survivor = (await session.execute(_REDIRECT, {"id": current})).scalar_one_or_none()
-        if survivor is None:
-            return current
-        current = survivor
-    return current
+        current = list(set(found.values()))
+        rows = (await session.execute(_REDIRECTS, {"ids": current})).all()
+        if not rows:
+            break
+        step = {row.merged_person_id: row.survivor_person_id for row in rows}
+        found = {pid: step.get(now, now) for pid, now in found.items()}
+    return found
 
 
-async def merged_into(session: AsyncSession, person_id: uuid.UUID) -> list[uuid.UUID]:
-    """The person and every person merged into them, transitively."""
-    found = [person_id]
-    frontier = [person_id]
+async def merged_into_many(
+    session: AsyncSession, person_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, uuid.UUID]:
+    """Every person merged (transitively) into one of ``person_ids`` → that one; and each of
+    ``person_ids`` → itself."""
+    owner = {pid: pid for pid in person_ids}
+    frontier = list(person_ids)
     for _ in range(MAX_REDIRECTS):
-        rows = (await session.execute(_MERGED_INTO, {"ids": frontier})).scalars().all()
-        frontier = [pid for pid in rows if pid not in found]
+        rows = (await session.execute(_MERGED_INTO, {"ids": frontier})).all()
+        frontier = []
+        for row in rows:
+            if row.merged_person_id not in owner:
+                owner[row.merged_person_id] = owner[row.survivor_person_id]
+                frontier.append(row.merged_person_id)
         if not frontier:
             break
-        found += frontier
-    return found
+    return owner
 
 
 async def scope(
     session: AsyncSession, person_id: uuid.UUID, *, include_household: bool
 ) -> Scope | None:
-    survivor = await canonical(session, person_id)
+    survivor = (await canonical_many(session, [person_id]))[person_id]
     if not (await session.execute(_KNOWN, {"id": survivor})).scalar_one():
         return None
-    persons = await merged_into(session, survivor)
-    owner: dict[uuid.UUID, uuid.UUID] = {pid: survivor for pid in persons}
+    owner = await merged_into_many(session, [survivor])
+    persons = list(owner)
     household_rows = (await session.execute(_HOUSEHOLD, {"ids": persons})).all()
     relationships: list[dict[str, Any]] = []
     seen_households: set[uuid.UUID] = set()
-    member_roles: dict[uuid.UUID, str] = {}
     for row in household_rows:
         if row.household_id not in seen_households:
             seen_households.add(row.household_id)
             relationships += list(row.relationships)
-        member = await canonical(session, row.person_id)
+    current = await canonical_many(session, list({row.person_id for row in household_rows}))
+    member_roles: dict[uuid.UUID, str] = {}
+    for row in household_rows:
+        member = current[row.person_id]
         owner.setdefault(row.person_id, member)
         if member != survivor:
             member_roles.setdefault(member, row.role)
-    for member in list(member_roles):
-        for pid in await merged_into(session, member):
-            owner.setdefault(pid, member)
+    for pid, member in (await merged_into_many(session, list(member_roles))).items():
+        owner.setdefault(pid, member)
     people = await _people(session, [survivor, *member_roles], owner)
     me = people.get(survivor) or PersonView(
         survivor, "Person not yet described", None, None, "", ""

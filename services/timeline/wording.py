@@ -15,6 +15,7 @@ from typing import Any
 from services.consent.events import ConsentWithdrawn
 from services.referrals.contacts.events import (
     ChildProtectionPlanChanged,
+    ContactRecorded,
     DomesticAbuseIncidentRecorded,
     LookedAfterStatusChanged,
     SchoolAttendanceConcernRecorded,
@@ -312,6 +313,36 @@ def missed(event: DeadlineMissed | ReferralAckOverdue) -> tuple[str, Lifecycle]:
     )
 
 
+def _contact_row(
+    event: ContactRecorded,
+    *,
+    subject_id: uuid.UUID,
+    occurred_at: datetime,
+    kind: str,
+    title: str,
+    summary: str,
+    facts: dict[str, Any],
+    who: str | None = None,
+    contact: str | None = None,
+    source_reference: str | None = None,
+) -> EntryRow:
+    return EntryRow(
+        subject_id=subject_id,
+        occurred_at=occurred_at,
+        kind=kind,
+        title=title,
+        summary=summary,
+        agency=event.contributor_agency,
+        organisation_code=event.contributor_organisation_code,
+        source_type="contact",
+        source_id=event.contact_id,
+        who=who,
+        contact=contact,
+        source_reference=source_reference,
+        facts=facts,
+    )
+
+
 def contact_entries(
     event: DomesticAbuseIncidentRecorded
     | UnscheduledCareAttendanceRecorded
@@ -319,32 +350,29 @@ def contact_entries(
     | ChildProtectionPlanChanged
     | LookedAfterStatusChanged,
 ) -> list[EntryRow]:
-    common = {
-        "agency": event.contributor_agency,
-        "organisation_code": event.contributor_organisation_code,
-        "source_type": "contact",
-        "source_id": event.contact_id,
-    }
     rows: list[EntryRow] = []
     if isinstance(event, DomesticAbuseIncidentRecorded):
         adults = [f"{words(a.role)} {a.given_names} {a.family_name}".strip() for a in event.adults]
         children = {c.subject_id: name_of(c) for c in event.subjects}
-        for child in event.subjects:
-            present = "witnessed it" if child.witnessed else "was present"
+        for present_child in event.subjects:
+            present = "witnessed it" if present_child.witnessed else "was present"
             rows.append(
-                EntryRow(
-                    subject_id=child.subject_id,
+                _contact_row(
+                    event,
+                    subject_id=present_child.subject_id,
                     occurred_at=event.occurred_at,
                     kind="domestic_abuse_incident",
                     title=f"Police: domestic abuse incident, {event.risk_level} risk (DASH)",
                     summary=(
-                        f"{name_of(child)} {present}"
-                        f"{' and was injured' if child.injured else ''}. "
+                        f"{name_of(present_child)} {present}"
+                        f"{' and was injured' if present_child.injured else ''}. "
                         f"Incident {event.incident_reference}, {when(event.occurred_at)}."
                         + (f" Adults involved: {_list(adults)}." if adults else "")
                         + (
                             " Other children present: "
-                            + _list([n for s, n in children.items() if s != child.subject_id])
+                            + _list(
+                                [n for s, n in children.items() if s != present_child.subject_id]
+                            )
                             + "."
                             if len(children) > 1
                             else ""
@@ -355,19 +383,19 @@ def contact_entries(
                     source_reference=event.incident_reference,
                     facts={
                         "risk_level": event.risk_level,
-                        "witnessed": child.witnessed,
-                        "injured": child.injured,
+                        "witnessed": present_child.witnessed,
+                        "injured": present_child.injured,
                         "child_present": True,
                     },
-                    **common,
                 )
             )
         for adult in event.adults:
-            adult_id = getattr(adult, "subject_id", None)
+            adult_id = adult.subject_id
             if adult_id is None:
                 continue
             rows.append(
-                EntryRow(
+                _contact_row(
+                    event,
                     subject_id=adult_id,
                     occurred_at=event.occurred_at,
                     kind="domestic_abuse_incident",
@@ -381,14 +409,14 @@ def contact_entries(
                     contact=event.police_station,
                     source_reference=event.incident_reference,
                     facts={"risk_level": event.risk_level, "adult_role": adult.role},
-                    **common,
                 )
             )
     elif isinstance(event, UnscheduledCareAttendanceRecorded):
         setting = SETTINGS.get(event.setting, words(event.setting))
         for child in event.subjects:
             rows.append(
-                EntryRow(
+                _contact_row(
+                    event,
                     subject_id=child.subject_id,
                     occurred_at=event.attended_at,
                     kind="unscheduled_care",
@@ -410,7 +438,6 @@ def contact_entries(
                         "injury": event.injury,
                         "safeguarding_concern": event.safeguarding_concern,
                     },
-                    **common,
                 )
             )
     elif isinstance(event, SchoolAttendanceConcernRecorded):
@@ -420,7 +447,8 @@ def contact_entries(
         )
         for child in event.subjects:
             rows.append(
-                EntryRow(
+                _contact_row(
+                    event,
                     subject_id=child.subject_id,
                     occurred_at=event.received_at,
                     kind="school_attendance",
@@ -434,13 +462,13 @@ def contact_entries(
                     + ".",
                     who=f"School URN {event.school_urn}",
                     facts={"attendance_kind": event.kind, "school_urn": event.school_urn},
-                    **common,
                 )
             )
     elif isinstance(event, ChildProtectionPlanChanged):
         for child in event.subjects:
             rows.append(
-                EntryRow(
+                _contact_row(
+                    event,
                     subject_id=child.subject_id,
                     occurred_at=datetime.combine(
                         event.effective_date, datetime.min.time(), tzinfo=LONDON
@@ -453,14 +481,14 @@ def contact_entries(
                     ),
                     who=f"Local authority {event.local_authority_code}",
                     facts={"change": event.change, "category": event.category},
-                    **common,
                 )
             )
     elif isinstance(event, LookedAfterStatusChanged):
         for child in event.subjects:
             started = event.change == "started"
             rows.append(
-                EntryRow(
+                _contact_row(
+                    event,
                     subject_id=child.subject_id,
                     occurred_at=datetime.combine(
                         event.effective_date, datetime.min.time(), tzinfo=LONDON
@@ -478,7 +506,6 @@ def contact_entries(
                     ),
                     who=f"Local authority {event.local_authority_code}",
                     facts={"change": event.change, "legal_status": event.legal_status},
-                    **common,
                 )
             )
     return rows

@@ -5,9 +5,11 @@ nothing."""
 from __future__ import annotations
 
 import copy
+import importlib.util
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,6 +17,7 @@ import pytest
 from sqlalchemy import func, select
 
 from deploy.local.stack import Stack
+from services.referrals import migrations
 from services.referrals.app import create_app
 from services.referrals.contacts.models import Contact, ContactSubject, ContactText
 from services.referrals.models import AccessRecord, data_keys, plumbing
@@ -74,7 +77,9 @@ def police_incident() -> dict[str, Any]:
                 "given_names": "Sarah",
                 "family_name": "Exampleton",
                 "date_of_birth": "1990-02-01",
+                "sex": "female",
                 "role": "victim",
+                "address": {"lines": ["1 Test Street"], "town": "Derby", "postcode": "de1 1aa"},
             },
             {"given_names": "Dean", "family_name": "Sample", "role": "suspect"},
         ],
@@ -276,6 +281,71 @@ async def test_a_police_incident_keeps_who_was_present_and_normalises_identifier
     assert [adult["role"] for adult in data["adults"]] == ["victim", "suspect"]
 
 
+async def test_each_adult_at_an_incident_gets_a_subject_id_and_the_event_carries_addresses(
+    api: httpx.AsyncClient, database: Database
+) -> None:
+    contact = (await post(api, police_incident())).json()
+    sarah, dean = contact["adults"]
+    assert uuid.UUID(sarah["subject_id"]) != uuid.UUID(dean["subject_id"])
+    assert sarah["address"]["postcode"] == "DE1 1AA"
+    [(_, _, data)] = await events_of(database, contact["id"])
+    announced = data["adults"]
+    assert [a["subject_id"] for a in announced] == [sarah["subject_id"], dean["subject_id"]]
+    assert (announced[0]["sex"], announced[0]["address_lines"], announced[0]["postcode"]) == (
+        "female",
+        ["1 Test Street"],
+        "DE1 1AA",
+    )
+    assert (announced[1]["sex"], announced[1]["address_lines"], announced[1]["postcode"]) == (
+        "not_known",
+        [],
+        None,
+    )
+    assert (data["subjects"][0]["address_lines"], data["subjects"][0]["town"]) == (
+        ["1 Test Street"],
+        "Derby",
+    )
+    # Reading it again gives the same ids: they are stored, not derived on each read.
+    again = (await api.get(f"/v1/contacts/{contact['id']}", headers=MASH)).json()
+    assert [a["subject_id"] for a in again["adults"]] == [sarah["subject_id"], dean["subject_id"]]
+
+
+async def test_the_migration_gives_adults_recorded_before_subject_ids_the_id_linking_derived(
+    api: httpx.AsyncClient, database: Database
+) -> None:
+    backfill = _migration("0006_subject_details_for_linking").backfill_adult_subject_ids
+    contact = (await post(api, police_incident())).json()
+    contact_id = uuid.UUID(contact["id"])
+    async with database.transaction() as session:
+        # As stored before adults had subject ids.
+        row = await session.get(Contact, contact_id)
+        assert row is not None
+        row.details = row.details | {
+            "adults": [
+                {k: v for k, v in adult.items() if k != "subject_id"}
+                for adult in row.details["adults"]
+            ]
+        }
+    async with database.transaction() as session:
+        connection = await session.connection()
+        assert await connection.run_sync(backfill) >= 1
+        assert await connection.run_sync(backfill) == 0  # nothing left to do
+    again = (await api.get(f"/v1/contacts/{contact_id}", headers=MASH)).json()
+    assert [a["subject_id"] for a in again["adults"]] == [
+        str(uuid.uuid5(contact_id, "adult:0")),
+        str(uuid.uuid5(contact_id, "adult:1")),
+    ]
+
+
+def _migration(name: str) -> Any:
+    path = Path(migrations.__file__).parent / "versions" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 async def test_edge_cases_each_type_allows_are_accepted(api: httpx.AsyncClient) -> None:
     suspension = attendance_concern() | {"kind": "suspension", "period_end": NEXT_WEEK}
     assert (await post(api, suspension, SCHOOL)).status_code == 201
@@ -318,6 +388,19 @@ def _subject(b: dict[str, Any], **changes: object) -> None:
         ),
         ("police", lambda b: b.update(force_code="Derbyshire"), "force_code", "pattern"),
         ("police", lambda b: b["adults"][0].update(role="bystander"), "adults[0].role", "victim"),
+        (
+            "police",
+            lambda b: b["adults"][0]["address"].update(postcode="DE1"),
+            "adults[0].address.postcode",
+            "5 to 7",
+        ),
+        ("police", lambda b: b["adults"][1].update(sex="yes"), "adults[1].sex", "female"),
+        (
+            "police",
+            lambda b: b["adults"][1].update(subject_id=str(uuid.uuid4())),
+            "adults[1].subject_id",
+            "not a field",
+        ),
         (
             "police",
             lambda b: b["subjects"][0].pop("witnessed"),

@@ -118,6 +118,7 @@ async def test_the_token_verifies_with_the_published_keys_and_carries_the_claims
         "threadline:referrals",
         "threadline:notifications",
         "threadline:linking",
+        "threadline:timeline",
     ]
     assert (claims["org"], claims["agency"]) == ("MASH-DEMO", "mash")
     assert claims["scope"] == "mash:triage referrals:read"

@@ -114,6 +114,41 @@ async def test_a_referral_is_stored_announced_and_its_acknowledgement_clock_star
     assert read.json() == referral
 
 
+async def test_addresses_and_a_family_members_nhs_number_are_announced_for_linking(
+    api: httpx.AsyncClient, database: Database
+) -> None:
+    body = referral_body()
+    body["family_members"][0] |= {
+        "nhs_number": "401 023 2137",
+        "address": {"lines": ["1 Test Street", "Littleover"], "postcode": "de1 1aa"},
+    }
+    response = await post(api, body)
+    assert response.status_code == 201, response.text
+    referral = response.json()
+    assert referral["family_members"][0]["nhs_number"] == "4010232137"
+    async with database.transaction() as session:
+        (data,) = (
+            await session.execute(
+                select(plumbing.outbox.c.data).where(
+                    plumbing.outbox.c.partition_key == referral["id"]
+                )
+            )
+        ).scalars()
+    maya, leo = data["children"]
+    assert (maya["address_lines"], maya["town"], maya["postcode"]) == (
+        ["1 Test Street"],
+        "Derby",
+        "DE1 1AA",
+    )
+    assert (leo["address_lines"], leo["town"]) == ([], None)
+    (sarah,) = data["family_members"]
+    assert (sarah["nhs_number"], sarah["address_lines"], sarah["postcode"]) == (
+        "4010232137",
+        ["1 Test Street", "Littleover"],
+        "DE1 1AA",
+    )
+
+
 async def test_the_database_holds_no_plaintext_narrative(
     api: httpx.AsyncClient, stack: Stack
 ) -> None:
@@ -209,6 +244,11 @@ def _child(b: dict, **changes: object) -> None:
             lambda b: b["family_members"][0]["relationships"][0].update(child=5),
             "family_members",
             "children are numbered 0 to 1",
+        ),
+        (
+            lambda b: b["family_members"][0].update(nhs_number="401 023 2138"),
+            "family_members[0].nhs_number",
+            "modulus 11",
         ),
         (
             lambda b: b["family_members"][0]["relationships"][0].update(relationship="uncle"),

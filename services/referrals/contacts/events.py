@@ -2,7 +2,7 @@
 docs/events.md).
 
 Like ``referral.received`` they carry what linking and the chronology need (the children's
-names, dates of birth, identifiers, postcode and school; the structured facts), never the
+names, dates of birth, identifiers, address and school; the structured facts), never the
 narrative: that stays sealed in the referrals service.
 """
 
@@ -25,14 +25,23 @@ class ReportedChildPresent(ReportedChild):
 
 
 class ReportedAdult(BaseModel):
-    """An adult involved in a domestic-abuse incident, as the police described them."""
+    """An adult involved in a domestic-abuse incident, as the police described them.
+
+    ``subject_id`` is assigned by the contacts service when it records the contact (as a
+    referral's subjects are); it is ``None`` only on events recorded before adults had one.
+    """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
+    subject_id: UUID | None = None
     given_names: str
     family_name: str
     date_of_birth: date | None = None
+    sex: str = "not_known"
     role: str  # victim | suspect | other
+    address_lines: list[str] = []
+    town: str | None = None
+    postcode: str | None = None
 
 
 class ContactRecorded(Event):

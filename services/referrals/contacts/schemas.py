@@ -7,6 +7,7 @@ presenting complaint, the school's account) are sealed when stored and never put
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -26,6 +27,7 @@ from pydantic import (
 )
 
 from services.referrals.schemas import (
+    AddressIn,
     PastDate,
     SchoolURN,
     Sex,
@@ -162,7 +164,11 @@ class AdultIn(Strict):
     given_names: Text200
     family_name: Text200
     date_of_birth: PastDate | None = None
+    sex: Sex = Sex.NOT_KNOWN
     role: AdultRole
+    address: AddressIn | None = Field(
+        default=None, description="Where the adult lives, if the police know it"
+    )
 
 
 class DomesticAbuseIncident(Strict):
@@ -172,7 +178,7 @@ class DomesticAbuseIncident(Strict):
     officer: OfficerIn
     police_station: Text200 | None = None
     force_code: ForceCode = Field(description="Home Office police force code (two digits)")
-    adults: list[AdultIn] = Field(default_factory=list, max_length=20)
+    adults: Sequence[AdultIn] = Field(default_factory=list, max_length=20)
 
 
 class UnscheduledCareAttendance(Strict):
@@ -354,8 +360,17 @@ class Recorded(BaseModel):
     agency: str
 
 
+class AdultOut(AdultIn):
+    subject_id: UUID | None = Field(
+        default=None,
+        description="Assigned when the contact was recorded (None only for contacts recorded "
+        "before adults had one)",
+    )
+
+
 class DomesticAbuseIncidentOut(DomesticAbuseIncident, Recorded):
     type: Literal[ContactType.POLICE_DOMESTIC_ABUSE_INCIDENT]
+    adults: Sequence[AdultOut]
     subjects: list[ChildPresentOut]
     narrative: str | None = Field(description="None once every child's copy has been erased")
 

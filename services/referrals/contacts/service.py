@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -70,6 +71,15 @@ def occurred(request: ContactIn) -> tuple[datetime | None, date]:
             return None, request.effective_date
 
 
+def details(request: ContactIn) -> dict[str, Any]:
+    """The structured facts stored with the contact: the request without its type, children and
+    sealed text; each adult at an incident is given a subject id, as each child is."""
+    facts = request.model_dump(mode="json", exclude={"type", "subjects", *SEALED[request.type]})
+    for adult in facts.get("adults", []):
+        adult["subject_id"] = str(uuid.uuid4())
+    return facts
+
+
 def sealed_texts(request: ContactIn) -> dict[str, str]:
     """The request's free text by kind (empty when its type has none or none was given)."""
     texts: dict[str, str | None] = {kind: getattr(request, kind) for kind in SEALED[request.type]}
@@ -111,9 +121,7 @@ async def receive_contact(
         fingerprint=request_fingerprint,
         occurred_at=occurred_at,
         occurred_on=occurred_on,
-        details=request.model_dump(
-            mode="json", exclude={"type", "subjects", *SEALED[request.type]}
-        ),
+        details=details(request),
     )
     subjects = [
         ContactSubject(
@@ -185,6 +193,8 @@ def _reported(subject: ContactSubject) -> ReportedChild:
         sex=subject.sex,
         nhs_number=subject.nhs_number,
         upn=subject.upn,
+        address_lines=list(subject.address_lines),
+        town=subject.town,
         postcode=subject.postcode,
         school_urn=subject.school_urn,
     )
@@ -222,12 +232,17 @@ def recorded_event(
                 ],
                 adults=[
                     ReportedAdult(
+                        subject_id=stored["subject_id"],
                         given_names=adult.given_names,
                         family_name=adult.family_name,
                         date_of_birth=adult.date_of_birth,
+                        sex=adult.sex.value,
                         role=adult.role.value,
+                        address_lines=list(adult.address.lines) if adult.address else [],
+                        town=adult.address.town if adult.address else None,
+                        postcode=adult.address.postcode if adult.address else None,
                     )
-                    for adult in request.adults
+                    for adult, stored in zip(request.adults, contact.details["adults"], strict=True)
                 ],
             )
         case UnscheduledCareAttendanceIn():

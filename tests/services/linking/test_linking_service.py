@@ -99,6 +99,29 @@ def referral(
     )
 
 
+def police_incident(
+    children: list[ReportedChild], adults: list[ReportedAdult]
+) -> DomesticAbuseIncidentRecorded:
+    """A domestic-abuse incident at which these children (as new subjects) were present."""
+    return DomesticAbuseIncidentRecorded(
+        contact_id=uuid.uuid4(),
+        received_at=RECEIVED,
+        contributor_agency="police",
+        contributor_organisation_code="DEMO-PF",
+        occurred_at=RECEIVED,
+        incident_reference="INC-1",
+        risk_level="high",
+        force_code="DEMO",
+        officer_name="PC Test",
+        officer_collar_number="123",
+        subjects=[
+            ReportedChildPresent(**present.model_dump(), witnessed=True, injured=False)
+            for present in children
+        ],
+        adults=adults,
+    )
+
+
 def envelope(event: Event) -> Envelope:
     return envelope_for(
         event, service="referrals", trace=TraceContext(correlation_id="test"), now=RECEIVED
@@ -313,23 +336,9 @@ async def test_contact_subjects_and_adults_at_an_incident_are_linked(database: D
     number = nhs_number(912_000_301)
     maya = child(family, nhs_number=number)
     await receive(database, referral([maya]))
-    incident = DomesticAbuseIncidentRecorded(
-        contact_id=uuid.uuid4(),
-        received_at=RECEIVED,
-        contributor_agency="police",
-        contributor_organisation_code="DEMO-PF",
-        occurred_at=RECEIVED,
-        incident_reference="INC-1",
-        risk_level="high",
-        force_code="DEMO",
-        officer_name="PC Test",
-        officer_collar_number="123",
-        subjects=[
-            ReportedChildPresent(
-                **child(family, nhs_number=number).model_dump(), witnessed=True, injured=False
-            )
-        ],
-        adults=[ReportedAdult(given_names="Sarah", family_name=family, role="victim")],
+    incident = police_incident(
+        [child(family, nhs_number=number)],
+        [ReportedAdult(given_names="Sarah", family_name=family, role="victim")],
     )
     async with database.transaction() as session:
         await consumers.domestic_abuse_incident(session, incident, envelope(incident))
@@ -337,9 +346,100 @@ async def test_contact_subjects_and_adults_at_an_incident_are_linked(database: D
     (present,) = await records_of(database, incident.subjects[0].subject_id)
     assert present.person_id == first.person_id
     assert present.source_type == "contact"
+    # An event recorded before adults had subject ids: the contact and position stand for one.
     adult = uuid.uuid5(incident.contact_id, "adult:0")
     (victim,) = await records_of(database, adult)
     assert victim.role == "adult"
+
+
+async def test_adults_at_an_incident_link_to_the_family_and_join_the_childrens_household(
+    database: Database,
+) -> None:
+    family, postcode = unique_family(), unique_postcode("DE")
+    home = ["14 Test Road"]
+    maya = child(family, postcode=postcode, address_lines=home)
+    mother = ReportedFamilyMember(
+        subject_id=uuid.uuid4(),
+        given_names="Sarah",
+        family_name=family,
+        date_of_birth=date(1990, 2, 1),
+        sex="female",
+        nhs_number=nhs_number(912_000_777),
+        address_lines=home,
+        postcode=postcode,
+        relationships=[
+            ReportedRelationship(
+                child_subject_id=maya.subject_id,
+                relationship="mother",
+                parental_responsibility=True,
+                lives_with_child=True,
+            )
+        ],
+    )
+    await receive(database, referral([maya], [mother]))
+    (first_mum,) = await records_of(database, mother.subject_id)
+    assert first_mum.nhs_number == mother.nhs_number
+    assert first_mum.address == "14 Test Road"
+
+    # Months later the police attend an incident at the home: Maya, a half-brother linking has
+    # not met, their mother, her new partner who lives there, and a visitor who does not.
+    theo = child(
+        unique_family(),
+        given="Theo",
+        date_of_birth=date(2019, 1, 3),
+        postcode=postcode,
+        address_lines=home,
+    )
+
+    def adult(given: str, family: str, role: str, lines: list[str], **more: Any) -> ReportedAdult:
+        return ReportedAdult(
+            subject_id=uuid.uuid4(),
+            given_names=given,
+            family_name=family,
+            role=role,
+            address_lines=lines,
+            postcode=postcode,
+            **more,
+        )
+
+    victim = adult("Sarah", family, "victim", home, date_of_birth=date(1990, 2, 1), sex="female")
+    partner = adult("Dean", unique_family(), "suspect", home, sex="male")
+    visitor = adult("Kim", unique_family(), "other", ["2 Other Street"])
+    again = maya.model_copy(update={"subject_id": uuid.uuid4()})
+    incident = police_incident([again, theo], [victim, partner, visitor])
+    async with database.transaction() as session:
+        await consumers.domestic_abuse_incident(session, incident, envelope(incident))
+    sarah, dean, kim = await records_of(
+        database, victim.subject_id, partner.subject_id, visitor.subject_id
+    )
+    # The victim is the referral's mother (same name, date of birth and home).
+    assert sarah.person_id == first_mum.person_id
+    (maya_again,) = await records_of(database, incident.subjects[0].subject_id)
+    (theo_record,) = await records_of(database, theo.subject_id)
+    async with database.transaction() as session:
+        households = {
+            row.person_id: row.household_id
+            for row in (
+                await session.execute(
+                    select(HouseholdMember).where(
+                        HouseholdMember.person_id.in_(
+                            [
+                                sarah.person_id,
+                                dean.person_id,
+                                kim.person_id,
+                                maya_again.person_id,
+                                theo_record.person_id,
+                            ]
+                        )
+                    )
+                )
+            ).scalars()
+        }
+    household = households[maya_again.person_id]
+    assert households[sarah.person_id] == household
+    assert households[dean.person_id] == household
+    assert households[theo_record.person_id] == household
+    assert kim.person_id not in households
 
 
 # The API -------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from sqlalchemy import text
 from services.linking.app import create_app as create_linking
 from services.referrals.app import create_app as create_referrals
 from services.timeline.app import create_app as create_timeline
+from services.timeline.schemas import TimelineOut
 from shared.db import Database
 from shared.identifiers import nhs_check_digit
 from tests.services.consent_support import consent_app
@@ -250,6 +251,7 @@ async def test_a_mash_worker_reads_one_chronology_with_the_household_beside_it(
         return body if leo else None
 
     household = await until(with_sibling, timeout=60)
+    TimelineOut.model_validate(household)  # the shape the OpenAPI document promises
     assert household is not None and household["household_included"]
     # Leo's referral named Leo and his mother: one line, Leo first, with how each is related
     leo_entry = next(
@@ -262,6 +264,17 @@ async def test_a_mash_worker_reads_one_chronology_with_the_household_beside_it(
     incidents = [e for e in household["entries"] if e["kind"] == "domestic_abuse_incident"]
     assert len(incidents) == 1
     assert {p["name"].split()[0] for p in incidents[0]["people"]} >= {"Maya", "Leo"}
+
+    # the police recorded the mother as the victim: her line is the same event, shown once
+    async def mother_in_incident() -> bool:
+        body = (
+            await timeline.get(
+                url, params={"include": "household", "kind": "domestic_abuse_incident"}
+            )
+        ).json()
+        return any(p["name"].startswith("Sarah") for e in body["entries"] for p in e["people"])
+
+    assert await until(mother_in_incident, timeout=30)
 
     # Filters.
     police_only = await timeline.get(url, params={"agency": "police"})
