@@ -332,6 +332,19 @@ class Events:
                 )
                 for child in children
             ]
+            adult_ids = [uuid.uuid4() for _ in adults[:2]]  # as the contacts service assigns
+            named = [
+                ReportedAdult(
+                    subject_id=adult_ids[n],
+                    given_names=adult.given_names,
+                    family_name=adult.family_name,
+                    date_of_birth=adult.date_of_birth,
+                    sex=adult.sex,
+                    role="victim" if n == 0 else "suspect",
+                    postcode="DE1 2AB",
+                )
+                for n, adult in enumerate(adults[:2])
+            ]
             event = DomesticAbuseIncidentRecorded(
                 **common,
                 contributor_agency="police",
@@ -344,17 +357,13 @@ class Events:
                 officer_name="PC Sam Example",
                 officer_collar_number=f"ab{rng.randrange(1000, 9999)}",
                 subjects=present,
-                adults=[
-                    ReportedAdult(
-                        given_names=adult.given_names,
-                        family_name=adult.family_name,
-                        date_of_birth=adult.date_of_birth,
-                        role="victim" if n == 0 else "suspect",
-                    )
-                    for n, adult in enumerate(adults[:2])
-                ],
+                adults=named,
             )
-            subject_ids = [child.subject_id for child in present]
+            pairs = [
+                (child.subject_id, person) for child, person in zip(present, children, strict=True)
+            ]
+            pairs += list(zip(adult_ids, adults[:2], strict=True))
+            return event, pairs
         else:
             reported = [self.reported_child(child) for child in children]
             subject_ids = [child.subject_id for child in reported]
@@ -1063,10 +1072,10 @@ class Scheduled:
 
 
 def family_events(events: Events, n: int, now: datetime) -> list[Event]:
-    """One family's 16 events in the order their producers would publish them: the referral
+    """One family's 18 events in the order their producers would publish them: the referral
     (two children, three family members), linking's five links and the household, the MASH's
-    four lifecycle steps, a police incident about both children and one other contact, and the
-    three links of the contacts' subjects. They make 16 chronology lines."""
+    four lifecycle steps, a police incident (both children, two adults) and one other contact
+    (one child), and the five links of the contacts' subjects. They make 18 chronology lines."""
     family = FAMILY_NAMES[n % len(FAMILY_NAMES)]
     children = [events.person("child", family, age=age) for age in (11, 7)]
     adults = [
@@ -1090,13 +1099,13 @@ def family_events(events: Events, n: int, now: datetime) -> list[Event]:
     return out
 
 
-FAMILY_EVENTS = 16
+FAMILY_EVENTS = 18
 FAMILY_SPREAD = 4.0  # seconds over which one family's events are published
 
 
 def schedule(rate: float, warm_up: float, seconds: float) -> list[Scheduled]:
-    """Families starting every 16/rate seconds, each family's events 0.25 s apart: ``rate``
-    events a second, interleaved as many families' would be."""
+    """Families starting every FAMILY_EVENTS/rate seconds, each family's events spread evenly
+    over FAMILY_SPREAD seconds: ``rate`` events a second, as many families' interleaved."""
     events = Events(seed=1000)
     now = datetime.now(UTC)
     out: list[Scheduled] = []
@@ -1481,8 +1490,9 @@ def build_result(
         "are one uvicorn worker with logs at WARNING, tokens from the stack's identity process. "
         "decide_* is that decision point alone with the same request bodies (the timeline's own "
         "access.request_for), and decide_share_of_read_p50 its p50 over the read's p50. "
-        f"Projection lag: {EVENT_RATE:g} events/s offered (families of 16 events: referral with "
-        "2 children and 3 family members, 4 lifecycle steps, 2 contacts, 8 links, 1 household), "
+        f"Projection lag: {EVENT_RATE:g} events/s offered (families of 18 events: referral with "
+        "2 children and 3 family members, 4 lifecycle steps, 2 contacts (a police incident "
+        "naming both children and 2 adults), 10 links, 1 household), "
         "lag = inbox processed_at (the start of the applying transaction) minus the send; "
         "visible_ms is the time until a probe event's inbox row is committed. The consent and "
         "identity processes are stopped for it. Rebuild: services.timeline.rebuild.rebuild over "
