@@ -131,14 +131,7 @@ PLATFORM_CLIENT = "threadline-platform"
 T_ANCHOR = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)  # "now" of the synthetic history
 HOSPITALS = ["RTG01", "RTG02", "RX1RA", "RK5BC", "RWD01", "RP5BA"]
 SCHOOLS = ["100001", "100002", "100003", "100004", "100005"]
-DECISIONS = [
-    "no_further_action",
-    "advice_and_signposting",
-    "early_help",
-    "section_17_assessment",
-    "section_47_strategy_discussion",
-    "already_open_to_a_worker",
-]
+DECISIONS = list(wording.DECISIONS)  # the MASH's decisions, as the chronology words them
 FAMILY_NAMES = ["Exampleton", "Testfamily", "Samplewood", "Mockridge", "Benchley", "Loadsworth"]
 
 
