@@ -40,6 +40,7 @@ from shared.plumbing import Plumbing
 log = get_logger(__name__)
 
 Handler = Callable[[AsyncSession, Any, Envelope], Awaitable[None]]
+BatchHandler = Callable[[AsyncSession, list[tuple[Any, Envelope]]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,10 @@ class HandlerRegistry:
     """Event type → handler, declared explicitly by each service's ``consumers.py``."""
 
     handlers: dict[str, Handler] = field(default_factory=dict)
+    # Optional: applies a fetched batch's new events (in offset order) in one go, for a
+    # projection that writes each table once per batch rather than once per event. It must
+    # have the same effect as the handlers one by one; single records still use the handlers.
+    batch: BatchHandler | None = None
 
     def on(self, event_class: type[Event]) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
@@ -219,6 +224,7 @@ class ConsumerRunner:
         applied = duplicates = 0
         async with self.database.transaction() as session:
             first_time = await self._remember_many(session, prepared)
+            fresh: list[tuple[Any, Envelope]] = []
             for item, payload in zip(prepared, payloads, strict=True):
                 if item.envelope.id not in first_time:
                     log.info(
@@ -229,9 +235,15 @@ class ConsumerRunner:
                     duplicates += 1
                     continue
                 first_time.discard(item.envelope.id)  # the same event twice in one fetch
-                with context.bound(item.envelope.trace()):
-                    await item.handler(session, payload, item.envelope)
+                if self.registry.batch is not None:
+                    fresh.append((payload, item.envelope))
+                else:
+                    with context.bound(item.envelope.trace()):
+                        await item.handler(session, payload, item.envelope)
                 applied += 1
+            if fresh and self.registry.batch is not None:
+                with context.bound(fresh[0][1].trace()):
+                    await self.registry.batch(session, fresh)
         fault_point("consumer.after_db_commit")
         return applied, duplicates
 

@@ -8,9 +8,10 @@ the request's transaction, which also records the read.
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import HTMLResponse
@@ -18,8 +19,8 @@ from sqlalchemy import Row
 
 from services.consent import export, integrity, service
 from services.consent.agreements import Agreements
-from services.consent.models import ConsentRecord
-from services.consent.repository import DecisionFilter, LedgerRepository
+from services.consent.models import ConsentRecord, LedgerVerification
+from services.consent.repository import DecisionFilter, LedgerRepository, Paging
 from services.consent.schemas import (
     CheckpointStatus,
     ConsentCreate,
@@ -27,7 +28,10 @@ from services.consent.schemas import (
     IntegrityOut,
     LedgerEntryOut,
     LedgerPage,
+    RetentionRunOut,
+    RetentionRunsOut,
     SubjectExport,
+    VerificationOut,
     WithdrawalIn,
     WithdrawalOut,
 )
@@ -89,11 +93,9 @@ def entry_out(row: Row[Any]) -> LedgerEntryOut:
     )
 
 
-def _page(rows: list[Row[Any]], limit: int) -> LedgerPage:
-    return LedgerPage(
-        items=[entry_out(row) for row in rows],
-        next_after_sequence=rows[-1].sequence if len(rows) == limit else None,
-    )
+LedgerKind = Literal[
+    "consent.recorded", "consent.withdrawn", "disclosure.decided", "retention.expired"
+]
 
 
 @router.post(
@@ -200,10 +202,7 @@ async def read_consent(
 # The data-protection officer
 
 
-@router.get("/dpo/decisions", summary="Disclosure decisions, filtered", tags=["dpo"])
-async def list_decisions(
-    principal: Auditor,
-    session: SessionDep,
+def decision_filter(
     subject_id: uuid.UUID | None = None,
     agency: str | None = Query(default=None, description="Either end of the disclosure"),
     from_agency: str | None = None,
@@ -218,10 +217,8 @@ async def list_decisions(
     overridden: bool = Query(default=False, description="Only overrides of a refusal"),
     since: datetime | None = None,
     until: datetime | None = None,
-    after_sequence: int | None = Query(default=None, ge=0),
-    limit: PageSize = 100,
-) -> LedgerPage:
-    where = DecisionFilter(
+) -> DecisionFilter:
+    return DecisionFilter(
         subject_id=subject_id,
         agency=agency,
         from_agency=from_agency,
@@ -235,11 +232,56 @@ async def list_decisions(
         since=since,
         until=until,
     )
+
+
+def paging(
+    after_sequence: int | None = Query(default=None, ge=0),
+    newest_first: bool = Query(
+        default=False, description="Newest first, paged by before_sequence (default: oldest first)"
+    ),
+    before_sequence: int | None = Query(default=None, ge=1, description="With newest_first"),
+    limit: PageSize = 100,
+) -> Paging:
+    return Paging(limit, after_sequence, before_sequence, newest_first)
+
+
+FilterDep = Annotated[DecisionFilter, Depends(decision_filter)]
+PagingDep = Annotated[Paging, Depends(paging)]
+
+
+async def _ledger_page(
+    session: SessionDep, principal: Principal, where: DecisionFilter, paging: Paging, action: str
+) -> LedgerPage:
     repository = LedgerRepository(session)
-    rows = await repository.decisions(where, after_sequence=after_sequence, limit=limit)
+    rows = await repository.entries(where, paging)
     query = {k: str(v) for k, v in where.__dict__.items() if v not in (None, False)}
-    await repository.record_access(principal, "list_decisions", query, subject_id)
-    return _page(rows, limit)
+    await repository.record_access(principal, action, query, where.subject_id)
+    more = rows[-1].sequence if len(rows) == paging.limit else None
+    return LedgerPage(
+        items=[entry_out(row) for row in rows],
+        next_after_sequence=None if paging.newest_first else more,
+        next_before_sequence=more if paging.newest_first else None,
+    )
+
+
+@router.get("/dpo/decisions", summary="Disclosure decisions, filtered", tags=["dpo"])
+async def list_decisions(
+    principal: Auditor, session: SessionDep, where: FilterDep, paging: PagingDep
+) -> LedgerPage:
+    where = replace(where, kind="disclosure.decided")
+    return await _ledger_page(session, principal, where, paging, "list_decisions")
+
+
+@router.get("/dpo/ledger", summary="Ledger entries of every kind, filtered", tags=["dpo"])
+async def list_ledger(
+    principal: Auditor,
+    session: SessionDep,
+    where: FilterDep,
+    paging: PagingDep,
+    kind: LedgerKind | None = None,
+) -> LedgerPage:
+    where = replace(where, kind=kind)
+    return await _ledger_page(session, principal, where, paging, "list_ledger")
 
 
 @router.get(
@@ -250,14 +292,11 @@ async def list_decisions(
 async def list_withdrawals(
     principal: Auditor,
     session: SessionDep,
+    paging: PagingDep,
     subject_id: uuid.UUID | None = None,
-    after_sequence: int | None = Query(default=None, ge=0),
-    limit: PageSize = 100,
 ) -> list[WithdrawalOut]:
     repository = LedgerRepository(session)
-    withdrawals = await repository.withdrawals(
-        subject_id, after_sequence=after_sequence, limit=limit
-    )
+    withdrawals = await repository.withdrawals(subject_id, paging)
     found = [
         WithdrawalOut(
             withdrawal=entry_out(row),
@@ -292,8 +331,24 @@ async def ledger_integrity(
         request.app.state.checkpoint_public_key,
         since_last_checkpoint=not full,
     )
-    await LedgerRepository(session).record_access(principal, "integrity", {"full": str(full)})
+    repository = LedgerRepository(session)
+    await repository.record_access(principal, "integrity", {"full": str(full)})
     first = result.first_broken
+    checked_at = datetime.now(UTC)
+    await repository.record_verification(
+        LedgerVerification(
+            verified_at=checked_at,
+            verified_by=principal.subject,
+            scope="full" if result.scope == "full" else "since_last_checkpoint",
+            intact=result.intact,
+            entries_checked=result.chain.entries_checked,
+            head_sequence=result.chain.last_sequence,
+            first_broken_sequence=None if first is None else first[0],
+            problem=None if first is None else first[1],
+            checkpoints_checked=len(result.checkpoints),
+            seconds=round(result.seconds, 3),
+        )
+    )
     return IntegrityOut(
         intact=result.intact,
         scope="full" if result.scope == "full" else "since_last_checkpoint",
@@ -313,8 +368,42 @@ async def ledger_integrity(
             )
             for r in result.checkpoints[-20:]
         ],
-        checked_at=datetime.now(UTC),
+        checked_at=checked_at,
         seconds=round(result.seconds, 3),
+    )
+
+
+@router.get(
+    "/dpo/verifications",
+    summary="The latest verifications of the ledger made through the API, newest first",
+    tags=["dpo"],
+)
+async def list_verifications(
+    principal: Auditor, session: SessionDep, limit: Annotated[int, Query(ge=1, le=100)] = 20
+) -> list[VerificationOut]:
+    repository = LedgerRepository(session)
+    found = await repository.verifications(limit)
+    await repository.record_access(principal, "list_verifications", {"limit": str(limit)})
+    return [VerificationOut.model_validate(verification) for verification in found]
+
+
+@router.get(
+    "/dpo/retention-runs",
+    summary="The retention policy in force and the job's latest runs, newest first",
+    tags=["dpo"],
+)
+async def list_retention_runs(
+    principal: Auditor,
+    session: SessionDep,
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> RetentionRunsOut:
+    repository = LedgerRepository(session)
+    runs = await repository.retention_runs(limit)
+    await repository.record_access(principal, "list_retention_runs", {"limit": str(limit)})
+    return RetentionRunsOut(
+        policy=request.app.state.retention_policy.describe(),
+        runs=[RetentionRunOut.model_validate(run) for run in runs],
     )
 
 

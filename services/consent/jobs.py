@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.consent import checkpoints, retention
 from services.consent.ledger import head
-from services.consent.models import plumbing
+from services.consent.models import RetentionRun, plumbing
 from services.consent.writer import run_batch
 from shared import timers
 from shared.logging import get_logger
@@ -40,7 +40,8 @@ async def write_checkpoint(
 
 
 async def sweep(session: AsyncSession, policy: retention.RetentionPolicy, now: datetime) -> int:
-    """Expire every subject whose narratives passed retention (in batches); purge old reads."""
+    """Expire every subject whose narratives passed retention (in batches); purge old reads;
+    record the run."""
     expired = 0
     while True:
         due = await retention.due_for_expiry(session, policy, now, retention.SWEEP_LIMIT)
@@ -51,6 +52,15 @@ async def sweep(session: AsyncSession, policy: retention.RetentionPolicy, now: d
         if len(due) < retention.SWEEP_LIMIT:
             break
     purged = await retention.purge_access_log(session, policy, now)
+    session.add(
+        RetentionRun(
+            ran_at=now,
+            policy=policy.describe(),
+            narratives_expired=expired,
+            access_records_purged=purged,
+        )
+    )
+    await session.flush()
     log.info("retention.swept", narratives_expired=expired, access_records_purged=purged)
     return expired
 

@@ -1,5 +1,6 @@
 """The consent schema: the hash-chained ledger, consent records, the case subjects whose
-retention the service tracks, and who read what.
+retention the service tracks, who read what, and the runs of the retention job and of
+verifications.
 
 The ledger is the record of every consent, withdrawal, disclosure decision and retention action.
 Its rows are never updated or deleted: the service's database role may only INSERT and SELECT
@@ -18,6 +19,7 @@ from sqlalchemy import (
     Column,
     Date,
     DateTime,
+    Float,
     Identity,
     Index,
     LargeBinary,
@@ -177,3 +179,37 @@ class AccessRecord(Base):
     action: Mapped[str] = mapped_column(String(40))
     subject_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     query: Mapped[dict[str, Any]] = mapped_column(JSONB)
+
+
+class RetentionRun(Base):
+    """One run of the retention job: when, under which policy, and what it did. Appended by the
+    job in its own transaction, so a run that failed left no row."""
+
+    __tablename__ = "retention_runs"
+    __table_args__ = (Index("ix_retention_runs_ran_at", "ran_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    ran_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    policy: Mapped[str] = mapped_column(Text)
+    narratives_expired: Mapped[int] = mapped_column(BigInteger)
+    access_records_purged: Mapped[int] = mapped_column(BigInteger)
+
+
+class LedgerVerification(Base):
+    """One verification of the ledger through the API, and what it found: the DPO's evidence
+    that the ledger was checked, and when last."""
+
+    __tablename__ = "ledger_verifications"
+    __table_args__ = (Index("ix_ledger_verifications_verified_at", "verified_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    verified_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    verified_by: Mapped[str] = mapped_column(String(200))
+    scope: Mapped[str] = mapped_column(String(30))  # full | since_last_checkpoint
+    intact: Mapped[bool] = mapped_column(Boolean)
+    entries_checked: Mapped[int] = mapped_column(BigInteger)
+    head_sequence: Mapped[int] = mapped_column(BigInteger)
+    first_broken_sequence: Mapped[int | None] = mapped_column(BigInteger)
+    problem: Mapped[str | None] = mapped_column(Text)
+    checkpoints_checked: Mapped[int] = mapped_column(BigInteger)
+    seconds: Mapped[float] = mapped_column(Float)

@@ -14,7 +14,9 @@ from services.consent.models import (
     AccessRecord,
     CaseSubject,
     ConsentRecord,
+    LedgerVerification,
     RetentionAction,
+    RetentionRun,
     ledger,
 )
 from shared.auth import Principal
@@ -22,6 +24,7 @@ from shared.auth import Principal
 
 @dataclass(frozen=True)
 class DecisionFilter:
+    kind: str | None = None
     subject_id: uuid.UUID | None = None
     agency: str | None = None  # either end
     from_agency: str | None = None
@@ -36,20 +39,35 @@ class DecisionFilter:
     until: datetime | None = None
 
 
+@dataclass(frozen=True)
+class Paging:
+    """Oldest first after ``after_sequence``, or newest first before ``before_sequence``."""
+
+    limit: int
+    after_sequence: int | None = None
+    before_sequence: int | None = None
+    newest_first: bool = False
+
+
 class LedgerRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    def _page(self, query: Select[Any], after_sequence: int | None, limit: int) -> Select[Any]:
-        if after_sequence is not None:
-            query = query.where(ledger.c.sequence > after_sequence)
-        return query.order_by(ledger.c.sequence).limit(limit)
+    def _page(self, query: Select[Any], paging: Paging) -> Select[Any]:
+        if paging.newest_first:
+            if paging.before_sequence is not None:
+                query = query.where(ledger.c.sequence < paging.before_sequence)
+            return query.order_by(ledger.c.sequence.desc()).limit(paging.limit)
+        if paging.after_sequence is not None:
+            query = query.where(ledger.c.sequence > paging.after_sequence)
+        return query.order_by(ledger.c.sequence).limit(paging.limit)
 
-    async def decisions(
-        self, where: DecisionFilter, *, after_sequence: int | None, limit: int
-    ) -> list[Row[Any]]:
+    async def entries(self, where: DecisionFilter, paging: Paging) -> list[Row[Any]]:
+        """Ledger entries of any kind (or of ``where.kind``) matching the filter."""
         c = ledger.c
-        query = select(ledger).where(c.kind == "disclosure.decided")
+        query = select(ledger)
+        if where.kind is not None:
+            query = query.where(c.kind == where.kind)
         if where.subject_id is not None:
             query = query.where(c.subject_ids.contains([where.subject_id]))
         if where.agency is not None:
@@ -72,15 +90,12 @@ class LedgerRepository:
             query = query.where(c.recorded_at >= where.since)
         if where.until is not None:
             query = query.where(c.recorded_at < where.until)
-        return list((await self.session.execute(self._page(query, after_sequence, limit))).all())
+        return list((await self.session.execute(self._page(query, paging))).all())
 
-    async def withdrawals(
-        self, subject_id: uuid.UUID | None, *, after_sequence: int | None, limit: int
-    ) -> list[Row[Any]]:
-        query = select(ledger).where(ledger.c.kind == "consent.withdrawn")
-        if subject_id is not None:
-            query = query.where(ledger.c.subject_ids.contains([subject_id]))
-        return list((await self.session.execute(self._page(query, after_sequence, limit))).all())
+    async def withdrawals(self, subject_id: uuid.UUID | None, paging: Paging) -> list[Row[Any]]:
+        return await self.entries(
+            DecisionFilter(kind="consent.withdrawn", subject_id=subject_id), paging
+        )
 
     async def decisions_changed_by(self, withdrawal: Row[Any]) -> list[Row[Any]]:
         """Later decisions about the subject whose consent status came from this withdrawal."""
@@ -128,6 +143,20 @@ class LedgerRepository:
     async def retention_actions(self, subject_id: uuid.UUID) -> list[RetentionAction]:
         query = select(RetentionAction).where(RetentionAction.subject_id == subject_id)
         return list(await self.session.scalars(query))
+
+    async def retention_runs(self, limit: int) -> list[RetentionRun]:
+        query = select(RetentionRun).order_by(RetentionRun.ran_at.desc(), RetentionRun.id.desc())
+        return list(await self.session.scalars(query.limit(limit)))
+
+    async def verifications(self, limit: int) -> list[LedgerVerification]:
+        query = select(LedgerVerification).order_by(
+            LedgerVerification.verified_at.desc(), LedgerVerification.id.desc()
+        )
+        return list(await self.session.scalars(query.limit(limit)))
+
+    async def record_verification(self, verification: LedgerVerification) -> None:
+        self.session.add(verification)
+        await self.session.flush()
 
     async def record_access(
         self,

@@ -103,6 +103,11 @@ class LedgerPage(BaseModel):
     next_after_sequence: int | None = Field(
         description="Pass as after_sequence for the next page; null on the last page"
     )
+    next_before_sequence: int | None = Field(
+        default=None,
+        description="With newest_first: pass as before_sequence for the next (older) page; "
+        "null on the last page",
+    )
 
 
 class WithdrawalOut(BaseModel):
@@ -132,6 +137,37 @@ class IntegrityOut(BaseModel):
     checkpoints: list[CheckpointStatus]
     checked_at: datetime
     seconds: float
+
+
+class VerificationOut(BaseModel):
+    """A verification made through the API, as it was recorded."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    verified_at: datetime
+    verified_by: str
+    scope: Literal["full", "since_last_checkpoint"]
+    intact: bool
+    entries_checked: int
+    head_sequence: int
+    first_broken_sequence: int | None
+    problem: str | None
+    checkpoints_checked: int
+    seconds: float
+
+
+class RetentionRunOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    ran_at: datetime
+    policy: str
+    narratives_expired: int
+    access_records_purged: int
+
+
+class RetentionRunsOut(BaseModel):
+    policy: str = Field(description="The retention policy in force now")
+    runs: list[RetentionRunOut] = Field(description="The latest runs, newest first")
 
 
 class SubjectExport(BaseModel):

@@ -30,8 +30,18 @@ ROLE_SCOPES: Final[dict[str, frozenset[str]]] = {
 #: Which services a role's access tokens are for.
 ROLE_AUDIENCES: Final[dict[str, tuple[str, ...]]] = {
     "dsl": ("threadline:referrals", "threadline:notifications"),
-    "mash_worker": ("threadline:referrals", "threadline:notifications", "threadline:timeline"),
-    "mash_manager": ("threadline:referrals", "threadline:notifications", "threadline:timeline"),
+    "mash_worker": (
+        "threadline:referrals",
+        "threadline:notifications",
+        "threadline:timeline",
+        "threadline:linking",
+    ),
+    "mash_manager": (
+        "threadline:referrals",
+        "threadline:notifications",
+        "threadline:timeline",
+        "threadline:linking",
+    ),
     "dpo": ("threadline:consent",),
 }
 #: The kind of organisation each role belongs to (checked when the file is read).

@@ -1,4 +1,4 @@
-"""Calls to the referrals and notifications APIs, always with the signed-in person's own access
+"""Calls to the services' APIs, always with the signed-in person's own access
 token: the APIs decide what the person may see and do, and the portal shows their answers."""
 
 from __future__ import annotations
@@ -49,7 +49,9 @@ class Apis:
         params: dict[str, Any] | None = None,
         json: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
+        raw: bool = False,
     ) -> Any:
+        """The answer's JSON (or, with ``raw``, the response itself); ApiError for a 4xx/5xx."""
         trace = context.current()
         sent = {
             "Authorization": f"Bearer {session.access_token}",
@@ -73,7 +75,22 @@ class Apis:
                 str(problem.get("detail") or response.reason_phrase),
                 problem.get("errors") if isinstance(problem.get("errors"), list) else None,
             )
-        return response.json()
+        return response if raw else response.json()
+
+    async def get(self, session: Session, url: str, **params: Any) -> Any:
+        """A read from any of the services, with the person's token; ``None`` params dropped."""
+        sent = {key: value for key, value in params.items() if value is not None}
+        return await self._call(session, "GET", url, params=sent or None)
+
+    async def post(self, session: Session, url: str, body: dict[str, Any]) -> Any:
+        return await self._call(session, "POST", url, json=body)
+
+    async def download(self, session: Session, url: str) -> httpx.Response:
+        """A document (a subject access export, an image) as the service sent it."""
+        response: httpx.Response = await self._call(
+            session, "GET", url, headers={"Accept": "*/*"}, raw=True
+        )
+        return response
 
     # -- referrals -----------------------------------------------------------------------------
 

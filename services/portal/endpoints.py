@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from services.portal import display, forms
+from services.portal import display, forms, wording
 from services.portal.api import ApiError, Apis
 from services.portal.oidc import OpenIDClient, SignInFailed
 from services.portal.sessions import Session, SessionStore
@@ -33,6 +33,7 @@ CSRF_FIELD = "csrf_token"
 
 pages = web.templates(Path(__file__).parent / "templates")
 pages.env.filters.update(display.filters())
+pages.env.filters.update(wording.filters())
 
 #: The home page of each role, and the roles that may see each area.
 HOME = {
@@ -201,12 +202,20 @@ def _navigation(request: Request, session: Session | None) -> list[dict[str, Any
         if session.person.role == "mash_manager":
             items.append(("/mash/escalations", "Escalations"))
     elif session.person.role == "dpo":
-        items = [("/dpo", "Consent and disclosures")]
+        items = [
+            ("/dpo", "Overview"),
+            ("/dpo/ledger", "Ledger"),
+            ("/dpo/disclosures", "Without consent"),
+            ("/dpo/withdrawals", "Withdrawals"),
+            ("/dpo/integrity", "Integrity"),
+            ("/dpo/subjects", "Subject access"),
+            ("/dpo/retention", "Retention"),
+        ]
     path = request.url.path
-    return [
-        {"href": href, "text": text, "active": path == href or path.startswith(href + "/")}
-        for href, text in items
-    ]
+    # The longest link the page is at or under is the current one (/dpo/ledger, not /dpo).
+    under = [href for href, _ in items if path == href or path.startswith(href + "/")]
+    current = max(under, key=len) if under else None
+    return [{"href": href, "text": text, "active": href == current} for href, text in items]
 
 
 # -- operations --------------------------------------------------------------------------------
@@ -568,57 +577,3 @@ async def mash_action(
 async def escalations(request: Request, session: ManagerSession, apis: ApisDep) -> Response:
     items = await apis.inbox(session, audience="mash_manager", status="open")
     return render(request, "mash/escalations.html", {"items": items})
-
-
-# -- waiting for other issues: honest placeholders, no invented data ---------------------------
-
-PLACEHOLDERS = {
-    "/mash/people": (
-        MASH,
-        "Find a child",
-        "Searching for a child across every agency's records needs record linking, which is "
-        "being built now (issue 5). Until then, open a referral from the triage queue.",
-    ),
-    "/mash/links": (
-        MASH,
-        "Records to check",
-        "When record linking (issue 5) is not sure whether two records are the same child, "
-        "it will ask you here to accept or reject the match, showing the evidence field by "
-        "field. It is being built now.",
-    ),
-    "/dpo": (
-        DPO,
-        "Consent and disclosures",
-        "The consent and disclosure ledger (issue 4) is being built now. This page will list "
-        "every disclosure with its lawful basis, disclosures made without consent, withdrawals, "
-        "the ledger's integrity check and subject access exports.",
-    ),
-}
-
-
-def _placeholder_route(path: str, allowed: frozenset[str], title: str, text: str) -> None:
-    # A default rather than Annotated: the annotation would be read as a string, without
-    # this closure's ``allowed``.
-    async def placeholder(request: Request, session: Session = role(allowed)) -> Response:  # noqa: B008
-        return render(request, "placeholder.html", {"title": title, "text": text})
-
-    router.add_api_route(path, placeholder, methods=["GET"], response_class=HTMLResponse)
-
-
-for _path, (_allowed, _title, _text) in PLACEHOLDERS.items():
-    _placeholder_route(_path, _allowed, _title, _text)
-
-
-@router.get("/mash/referrals/{referral_id}/timeline", response_class=HTMLResponse)
-async def timeline(request: Request, referral_id: uuid.UUID, session: MashSession) -> Response:
-    return render(
-        request,
-        "placeholder.html",
-        {
-            "title": "The child's timeline",
-            "text": "The linked timeline of everything every agency has shared about this child, "
-            "their brothers and sisters and their household (issue 6) is being built now. "
-            "Until then, the referral page shows this referral only.",
-            "back": f"/mash/referrals/{referral_id}",
-        },
-    )

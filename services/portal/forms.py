@@ -8,6 +8,7 @@ Form fields are named after the API's paths (``children[0].nhs_number`` is the f
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -146,7 +147,8 @@ def field_order() -> list[str]:
     return ids
 
 
-def _text(form: FormData, name: str) -> str:
+def text_value(form: Mapping[str, Any], name: str) -> str:
+    """A field as typed, trimmed ("" when absent); ``form`` is a posted form or a query."""
     value = form.get(name)
     return value.strip() if isinstance(value, str) else ""
 
@@ -158,11 +160,15 @@ def _verbatim(form: FormData, name: str) -> str:
 
 
 def _yes_no(form: FormData, name: str) -> bool | None:
-    return {"yes": True, "no": False}.get(_text(form, name))
+    return {"yes": True, "no": False}.get(text_value(form, name))
 
 
-def _date(form: FormData, prefix: str, errors: FormErrors, message: str) -> str | None:
-    parts = [_text(form, f"{prefix}-{part}") for part in ("day", "month", "year")]
+def date_value(
+    form: Mapping[str, Any], prefix: str, errors: FormErrors, message: str
+) -> str | None:
+    """A GOV.UK date input (``prefix-day``, ``-month``, ``-year``) as an ISO date; None when
+    left empty; an error at ``prefix`` when it is not a real date."""
+    parts = [text_value(form, f"{prefix}-{part}") for part in ("day", "month", "year")]
     if not any(parts):
         return None
     try:
@@ -194,25 +200,25 @@ def parse_referral_form(
     for slot in range(CHILD_SLOTS):
         prefix = f"children-{slot}-"
         used = slot == 0 or any(
-            _text(form, prefix + name) for name in ("given_names", "family_name", "own_words")
+            text_value(form, prefix + name) for name in ("given_names", "family_name", "own_words")
         )
         if not used:
             continue
         child: dict[str, Any] = {
-            "given_names": _text(form, prefix + "given_names") or None,
-            "family_name": _text(form, prefix + "family_name"),
-            "sex": _text(form, prefix + "sex") or "not_known",
+            "given_names": text_value(form, prefix + "given_names") or None,
+            "family_name": text_value(form, prefix + "family_name"),
+            "sex": text_value(form, prefix + "sex") or "not_known",
             "school": {"urn": organisation_code, "name": organisation_name}
             if re.fullmatch(r"[0-9]{6}", organisation_code)
             else {"name": organisation_name},
         }
-        born = _date(
+        born = date_value(
             form,
             prefix + "date_of_birth",
             errors,
             "Date of birth must be a real date, like 27 3 2016",
         )
-        age = _text(form, prefix + "estimated_age_years")
+        age = text_value(form, prefix + "estimated_age_years")
         if born is not None:
             child["date_of_birth"] = born
         if age:
@@ -226,10 +232,10 @@ def parse_referral_form(
                 "Enter the child's date of birth, or their age if you do not know it",
             )
         for name in ("nhs_number", "upn"):
-            if _text(form, prefix + name):
-                child[name] = _text(form, prefix + name)
+            if text_value(form, prefix + name):
+                child[name] = text_value(form, prefix + name)
         line, town, postcode = (
-            _text(form, prefix + name)
+            text_value(form, prefix + name)
             for name in ("address-lines-0", "address-town", "address-postcode")
         )
         if line or town or postcode:
@@ -247,9 +253,11 @@ def parse_referral_form(
     members: list[dict[str, Any]] = []
     for slot in range(MEMBER_SLOTS):
         prefix = f"family_members-{slot}-"
-        if not (_text(form, prefix + "given_names") or _text(form, prefix + "family_name")):
+        if not (
+            text_value(form, prefix + "given_names") or text_value(form, prefix + "family_name")
+        ):
             continue
-        relationship = _text(form, prefix + "relationship")
+        relationship = text_value(form, prefix + "relationship")
         responsibility = _yes_no(form, prefix + "parental_responsibility")
         lives_with = _yes_no(form, prefix + "lives_with_child")
         if not relationship:
@@ -263,8 +271,8 @@ def parse_referral_form(
             errors.add(prefix + "lives_with_child", "Say whether they live with the children")
         members.append(
             {
-                "given_names": _text(form, prefix + "given_names"),
-                "family_name": _text(form, prefix + "family_name"),
+                "given_names": text_value(form, prefix + "given_names"),
+                "family_name": text_value(form, prefix + "family_name"),
                 "relationships": [
                     {
                         "child": index,
@@ -280,25 +288,25 @@ def parse_referral_form(
     categories = [value for value in form.getlist("concern-categories") if isinstance(value, str)]
     if not categories:
         errors.add("concern-categories", FRIENDLY["categories"])
-    if not _text(form, "concern-what_happened"):
+    if not text_value(form, "concern-what_happened"):
         errors.add("concern-what_happened", FRIENDLY["what_happened"])
     risk = _yes_no(form, "concern-immediate_risk")
     if risk is None:
         errors.add("concern-immediate_risk", FRIENDLY["immediate_risk"])
     concern: dict[str, Any] = {
         "categories": categories,
-        "what_happened": _text(form, "concern-what_happened"),
+        "what_happened": text_value(form, "concern-what_happened"),
         "immediate_risk": bool(risk),
     }
-    if _text(form, "concern-actions_taken"):
-        concern["actions_taken"] = _text(form, "concern-actions_taken")
+    if text_value(form, "concern-actions_taken"):
+        concern["actions_taken"] = text_value(form, "concern-actions_taken")
 
     consent: dict[str, Any] = {"parents": _party_consent(form, "consent-parents")}
     if not consent["parents"]["status"]:
         errors.add("consent-parents-status", "Say whether the parents or carers agreed")
     elif consent["parents"]["status"] == "not_asked" and "why_not_asked" not in consent["parents"]:
         errors.add("consent-parents-why_not_asked", FRIENDLY["why_not_asked"])
-    if _text(form, "consent-child-status"):
+    if text_value(form, "consent-child-status"):
         child_consent = _party_consent(form, "consent-child")
         competent = _yes_no(form, "consent-child-competent")
         if competent is None:
@@ -310,13 +318,13 @@ def parse_referral_form(
 
     referrer: dict[str, Any] = {
         "organisation_name": organisation_name,
-        "name": _text(form, "referrer-name"),
-        "role": _text(form, "referrer-role"),
+        "name": text_value(form, "referrer-name"),
+        "role": text_value(form, "referrer-role"),
         "raised_via": "portal",
     }
     for name in ("email", "phone"):
-        if _text(form, f"referrer-{name}"):
-            referrer[name] = _text(form, f"referrer-{name}")
+        if text_value(form, f"referrer-{name}"):
+            referrer[name] = text_value(form, f"referrer-{name}")
     if not referrer["name"]:
         errors.add("referrer-name", FRIENDLY["name"])
     if not referrer["role"]:
@@ -337,9 +345,9 @@ def parse_referral_form(
 
 
 def _party_consent(form: FormData, prefix: str) -> dict[str, Any]:
-    party: dict[str, Any] = {"status": _text(form, f"{prefix}-status")}
-    if _text(form, f"{prefix}-why_not_asked") and party["status"] == "not_asked":
-        party["why_not_asked"] = _text(form, f"{prefix}-why_not_asked")
+    party: dict[str, Any] = {"status": text_value(form, f"{prefix}-status")}
+    if text_value(form, f"{prefix}-why_not_asked") and party["status"] == "not_asked":
+        party["why_not_asked"] = text_value(form, f"{prefix}-why_not_asked")
     return party
 
 

@@ -32,6 +32,9 @@ class PortalSettings(ServiceSettings):
     client_secret: str = DEV_CLIENT_SECRET
     referrals_url: str = "http://127.0.0.1:8101"
     notifications_url: str = "http://127.0.0.1:8103"
+    consent_url: str = "http://127.0.0.1:8102"
+    linking_url: str = "http://127.0.0.1:8104"
+    timeline_url: str = "http://127.0.0.1:8106"
     #: A session ends after this long without a request, and in any case when the access token
     #: it holds expires (the person signs in again).
     session_idle_minutes: int = Field(default=30, ge=1, le=8 * 60)

@@ -132,6 +132,7 @@ async def _apply(
         ).scalars()
     )
     applied = duplicates = failed = 0
+    batch: list[tuple[Any, Any]] = []
     for item in items:
         if item.event_id not in fresh:
             duplicates += 1
@@ -139,7 +140,7 @@ async def _apply(
         fresh.discard(item.event_id)
         handler = registry.handlers[item.event_type]
         if not isolate:
-            await handler(session, item.payload, item.envelope)
+            batch.append((item.payload, item.envelope))
             applied += 1
             continue
         try:
@@ -150,6 +151,12 @@ async def _apply(
             # what the live consumer would dead-letter after its retries
             log.warning("timeline.rebuild_skipped", event_id=str(item.event_id), error=repr(error))
             failed += 1
+    if batch:
+        if registry.batch is not None:
+            await registry.batch(session, batch)
+        else:
+            for payload, envelope in batch:
+                await registry.handlers[envelope.type](session, payload, envelope)
     return applied, duplicates, failed
 
 
@@ -234,7 +241,9 @@ async def replay(
     return report
 
 
-async def compare(database: Database, schema: str = REBUILD_SCHEMA) -> dict[str, int]:
+async def compare(
+    database: Database, schema: str = REBUILD_SCHEMA, against: str = SCHEMA
+) -> dict[str, int]:
     """Rows in one model and not the other, per table (0 everywhere: the models are equal)."""
     out = {}
     async with database.transaction() as session:
@@ -242,9 +251,9 @@ async def compare(database: Database, schema: str = REBUILD_SCHEMA) -> dict[str,
             count = (
                 await session.execute(
                     text(
-                        f"SELECT count(*) FROM ((TABLE {SCHEMA}.{table} EXCEPT ALL"
+                        f"SELECT count(*) FROM ((TABLE {against}.{table} EXCEPT ALL"
                         f" TABLE {schema}.{table}) UNION ALL (TABLE {schema}.{table}"
-                        f" EXCEPT ALL TABLE {SCHEMA}.{table})) AS difference"
+                        f" EXCEPT ALL TABLE {against}.{table})) AS difference"
                     )
                 )
             ).scalar()

@@ -342,3 +342,121 @@ async def test_the_service_writes_signed_checkpoints_on_its_timer(
         await eventually(written, timeout=20)
     key = checkpoints.load_public_key(tmp_path / "checkpoint-key.pem")
     assert all(checkpoint.verifies_with(key) for checkpoint in written())
+
+
+async def test_the_dpo_reads_the_whole_ledger_filtered_and_newest_first(
+    apis: tuple[httpx.AsyncClient, httpx.AsyncClient],
+) -> None:
+    _, api = apis
+    subject = uuid.uuid4()
+    recorded = await api.post("/v1/consents", json=consent_body(subject), headers=SCHOOL_ASKS)
+    assert recorded.status_code == 201, recorded.text
+    decisions = []
+    for _ in range(3):
+        decided = await api.post(
+            "/v1/disclosures/decide",
+            json=disclosure([subject], consent={"sought": True}),
+            headers=SCHOOL_ASKS,
+        )
+        assert decided.status_code == 200, decided.text
+        decisions.append(decided.json()["ledger_sequence"])
+
+    async def ledger_page(**params: object) -> dict:
+        response = await api.get(
+            "/v1/dpo/ledger", params={"subject_id": str(subject), **params}, headers=DPO
+        )
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    everything = await ledger_page()
+    assert [e["kind"] for e in everything["items"]] == ["consent.recorded"] + [
+        "disclosure.decided"
+    ] * 3
+    only_consents = await ledger_page(kind="consent.recorded")
+    assert [e["sequence"] for e in only_consents["items"]] == [recorded.json()["ledger_sequence"]]
+
+    newest = await ledger_page(kind="disclosure.decided", newest_first="true", limit=2)
+    assert [e["sequence"] for e in newest["items"]] == decisions[::-1][:2]
+    assert newest["next_after_sequence"] is None
+    older = await ledger_page(
+        kind="disclosure.decided",
+        newest_first="true",
+        limit=2,
+        before_sequence=newest["next_before_sequence"],
+    )
+    assert [e["sequence"] for e in older["items"]] == [decisions[0]]
+    assert older["next_before_sequence"] is None
+
+    # The decisions view pages the same way.
+    response = await api.get(
+        "/v1/dpo/decisions",
+        params={"subject_id": str(subject), "newest_first": "true", "limit": 1},
+        headers=DPO,
+    )
+    assert [e["sequence"] for e in response.json()["items"]] == [decisions[-1]]
+    assert response.json()["next_before_sequence"] == decisions[-1]
+
+    withdrawn = await api.post(
+        f"/v1/consents/{recorded.json()['id']}/withdraw",
+        json={"withdrawn_by": {"name": "P Parent", "role": "mother"}, "reason": "changed mind"},
+        headers=SCHOOL_ASKS,
+    )
+    assert withdrawn.status_code == 200, withdrawn.text
+    latest = await api.get(
+        "/v1/dpo/withdrawals", params={"newest_first": "true", "limit": 1}, headers=DPO
+    )
+    [newest_withdrawal] = latest.json()
+    assert newest_withdrawal["withdrawal"]["payload"]["consent_id"] == recorded.json()["id"]
+
+    wrong_kind = await api.get("/v1/dpo/ledger", params={"kind": "referral"}, headers=DPO)
+    assert wrong_kind.status_code == 422
+    assert (await api.get("/v1/dpo/ledger", headers=SCHOOL_ASKS)).status_code == 403
+
+
+async def test_each_verification_through_the_api_is_recorded_for_the_dpo(
+    apis: tuple[httpx.AsyncClient, httpx.AsyncClient],
+) -> None:
+    _, api = apis
+    decided = await api.post("/v1/disclosures/decide", json=disclosure(), headers=SCHOOL_ASKS)
+    assert decided.status_code == 200
+    checked = (await api.get("/v1/dpo/integrity", params={"full": "true"}, headers=DPO)).json()
+    response = await api.get("/v1/dpo/verifications", params={"limit": 5}, headers=DPO)
+    assert response.status_code == 200, response.text
+    latest = response.json()[0]
+    assert latest["scope"] == "full" and latest["intact"] is True
+    assert latest["verified_by"] == "dpo-person"
+    assert latest["head_sequence"] == checked["head_sequence"] >= decided.json()["ledger_sequence"]
+    assert latest["entries_checked"] == checked["entries_checked"]
+    assert datetime.fromisoformat(latest["verified_at"]) == datetime.fromisoformat(
+        checked["checked_at"]
+    )
+    assert (await api.get("/v1/dpo/verifications", headers=SCHOOL_ASKS)).status_code == 403
+
+
+async def test_each_retention_run_is_recorded_with_what_it_did(
+    apis: tuple[httpx.AsyncClient, httpx.AsyncClient], database: Database
+) -> None:
+    _, api = apis
+    now = datetime.now(UTC)
+    async with database.transaction() as session:
+        await session.execute(
+            insert(CaseSubject).values(
+                subject_id=uuid.uuid4(),
+                referral_id=uuid.uuid4(),
+                role="family_member",
+                received_at=now - timedelta(days=8 * 366),
+                date_of_birth=None,
+            )
+        )
+    policy = retention.RetentionPolicy(6, 25, 6)
+    async with database.transaction() as session:
+        expired = await sweep(session, policy, now)
+    assert expired >= 1
+    response = await api.get("/v1/dpo/retention-runs", headers=DPO)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert "6 years after the last referral" in body["policy"]
+    run = next(r for r in body["runs"] if datetime.fromisoformat(r["ran_at"]) == now)
+    assert run["narratives_expired"] == expired
+    assert run["policy"] == policy.describe()
+    assert (await api.get("/v1/dpo/retention-runs", headers=SCHOOL_ASKS)).status_code == 403

@@ -38,7 +38,9 @@ def token(
         "aud": audience,
         "iat": now,
         "nbf": now,
-        "exp": now + 600,
+        # An hour: the module-level tokens below are made at import, and a suite on a busy
+        # machine can run past ten minutes (the later tests' tokens had expired).
+        "exp": now + 3600,
         "jti": uuid.uuid4().hex,
         "scope": scopes,
         "org": organisation,

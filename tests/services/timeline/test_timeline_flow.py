@@ -75,16 +75,27 @@ class Family:
     link to it in the shared database."""
 
     def __init__(self) -> None:
-        self.name = f"Timeline{uuid.uuid4().hex[:8].title()}"
+        # Nothing shared with another family: linking compares surnames by similarity, so a
+        # common prefix, address or birthday would join two test families' mothers.
+        letters = "".join(
+            random.choice("bcdfghjklmnprstvwz") + random.choice("aeiou") for _ in range(4)
+        )
+        self.name = letters.title()
         self.maya_nhs = nhs_number()
         self.leo_nhs = nhs_number()
         self.mother = {
             "given_names": "Sarah",
             "family_name": self.name,
-            "date_of_birth": "1990-02-01",
+            "date_of_birth": f"19{random.randint(75, 99)}-{random.randint(1, 12):02d}-"
+            f"{random.randint(1, 28):02d}",
             "sex": "female",
         }
-        self.address = {"lines": ["7 Chronology Row"], "town": "Derby", "postcode": "DE1 2AB"}
+        self.address = {
+            "lines": [f"{random.randint(1, 300)} {self.name} Road"],
+            "town": "Derby",
+            "postcode": f"DE{random.randint(1, 24)} {random.randint(1, 9)}"
+            f"{random.choice('ABDEFGHJLNPQRSTUWXYZ')}{random.choice('ABDEFGHJLNPQRSTUWXYZ')}",
+        }
 
     def maya(self) -> dict[str, Any]:
         return {
@@ -140,7 +151,7 @@ class Family:
                 {
                     "given_names": "Sarah",
                     "family_name": self.name,
-                    "date_of_birth": "1990-02-01",
+                    "date_of_birth": self.mother["date_of_birth"],
                     "role": "victim",
                 }
             ],

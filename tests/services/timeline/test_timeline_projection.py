@@ -27,11 +27,26 @@ from services.linking.events import (
     SubjectLinked,
 )
 from services.referrals.contacts.events import UnscheduledCareAttendanceRecorded
-from services.referrals.events import ReferralReceived, ReportedChild
+from services.referrals.events import (
+    ReferralAcknowledged,
+    ReferralDecided,
+    ReferralRated,
+    ReferralReceived,
+    ReferralReopened,
+    ReportedChild,
+)
 from services.timeline import reads
 from services.timeline.app import create_app as create_timeline
 from services.timeline.consumers import registry
-from services.timeline.rebuild import CONSUMER, rebuild, topic_partitions
+from services.timeline.models import READ_MODEL
+from services.timeline.projection import Projector
+from services.timeline.rebuild import (
+    CONSUMER,
+    compare,
+    prepare_schema,
+    rebuild,
+    topic_partitions,
+)
 from shared.context import TraceContext
 from shared.db import Database
 from shared.events.envelope import envelope_for, to_kafka
@@ -295,3 +310,143 @@ async def test_the_model_rebuilt_from_the_topics_equals_the_incremental_one(
     # With the service stopped, the rebuilt model can replace the live one.
     swapped = await rebuild(database_url, bootstrap, do_swap=True)
     assert swapped.swapped and swapped.differences == report.differences
+
+
+async def test_a_batch_has_the_effect_of_its_events_one_by_one(database: Database) -> None:
+    """The consumer applies a fetched batch at once; a replay may cut it differently. Whatever
+    the cut, the rows are those of applying each event in turn."""
+    family = f"Batch{uuid.uuid4().hex[:6]}"
+    kit, kat = child("Kit", family), child("Kat", family, unborn_expected_date=date(2027, 1, 9))
+    first, second, record = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    kits, kats = referral(kit, T0), referral(kat, T0 + timedelta(days=1))
+    at = T0 + timedelta(days=2)
+    ack = ReferralAcknowledged(
+        referral_id=kits.referral_id,
+        reference=kits.reference,
+        acknowledged_at=at,
+        acknowledged_by="Ali",
+        within_deadline=True,
+    )
+    decided = ReferralDecided(
+        referral_id=kits.referral_id,
+        reference=kits.reference,
+        decision="no_further_action",
+        decided_at=at,
+        decided_by="Ali",
+        within_deadline=False,
+    )
+    reopened = ReferralReopened(
+        referral_id=kits.referral_id,
+        reference=kits.reference,
+        reopened_at=at + timedelta(days=1),
+        reopened_by="Sam",
+        decision_due_at=at + timedelta(days=2),
+        feedback_due_at=at + timedelta(days=5),
+    )
+    rated = ReferralRated(
+        referral_id=kits.referral_id,
+        reference=kits.reference,
+        rag="red",
+        rated_at=at,
+        rated_by="Sam",
+    )
+    expiry = RetentionExpired(
+        subject_id=kat.subject_id,
+        record_type="referral_narrative",
+        referral_ids=[kats.referral_id],
+        last_referral_at=T0,
+        expired_at=at,
+        policy="test",
+        ledger_sequence=1,
+    )
+    merge = PersonsMerged(
+        merge_id=uuid.uuid4(),
+        survivor_person_id=first,
+        merged_person_id=second,
+        record_ids=[record],
+        reason="same child",
+        merged_by="m",
+        merged_at=at,
+    )
+    unmerge = PersonsUnmerged(
+        merge_id=merge.merge_id,
+        survivor_person_id=first,
+        restored_person_id=second,
+        record_ids=[record],
+        reason="twins",
+        unmerged_by="m",
+        unmerged_at=at + timedelta(hours=1),
+    )
+    household = uuid.uuid4()
+    pictures = [
+        HouseholdUpdated(
+            household_id=household,
+            members=[HouseholdMember(person_id=p, role="child") for p in members],
+            relationships=[],
+            updated_at=T0,
+        )
+        for members in ([first], [first, second])
+    ]
+    events: list[Any] = [
+        expiry,  # before the referral it expires (another topic, read first)
+        kits,
+        ack,
+        linked(kit, record, second, T0),
+        merge,
+        rated,
+        decided,
+        kats,
+        reopened,
+        unmerge,
+        linked(kit, record, first, T0 - timedelta(days=1)),  # late and older
+        *pictures,
+        attendance(kit, at, "RTG01"),
+    ]
+    envelopes = [
+        envelope_for(e, service="test", trace=TraceContext("batch-test"), now=T0) for e in events
+    ]
+    one_by_one, together = "timeline_test_sequential", "timeline_test_batch"
+    await prepare_schema(database, one_by_one)
+    await prepare_schema(database, together)
+    try:
+        sequential = Projector(one_by_one)
+        for event, env in zip(events, envelopes, strict=True):
+            async with database.transaction() as session:
+                await sequential.handle(session, event, env)
+        batched = Projector(together)
+        async with database.transaction() as session:
+            await batched.apply_batch(session, list(zip(events, envelopes, strict=True)))
+        assert await compare(database, together, against=one_by_one) == {
+            table: 0 for table in READ_MODEL
+        }
+        async with database.transaction() as session:
+            state = (
+                await session.execute(
+                    text(
+                        f"SELECT rag, decision, deadlines FROM {together}.referrals"
+                        " WHERE referral_id = :r"
+                    ),
+                    {"r": kits.referral_id},
+                )
+            ).one()
+            kat_rows = (
+                await session.execute(
+                    text(f"SELECT count(*) FROM {together}.entries WHERE source_id = :r"),
+                    {"r": kats.referral_id},
+                )
+            ).scalar_one()
+            person = (
+                await session.execute(
+                    text(f"SELECT person_id FROM {together}.records WHERE record_id = :r"),
+                    {"r": record},
+                )
+            ).scalar_one()
+        assert state.rag == "red" and state.decision is None  # reopened after the decision
+        assert state.deadlines["acknowledgement"]["met"] is True
+        assert state.deadlines["decision"]["met"] is None  # a new clock
+        assert kat_rows == 0  # expired, though the expiry was read first
+        assert person == second  # the unmerge is the latest word on the record
+    finally:
+        async with database.transaction() as session:
+            for schema in (one_by_one, together):
+                await session.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
