@@ -1401,10 +1401,10 @@ async def _run(quick: bool) -> dict[str, Any]:
         stack.kafka.wipe()
         fixture_file.unlink(missing_ok=True)
     shutil.rmtree(stack.log_dir, ignore_errors=True)
-    stack.start_infrastructure()
     timings: dict[str, float] = {}
     run_started = time.perf_counter()
     try:
+        stack.start_infrastructure()  # inside: Kafka may be up when PostgreSQL fails to start
         url = stack.database_url
         for service in MIGRATED:
             await asyncio.to_thread(upgrade, service, url)
