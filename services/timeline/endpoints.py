@@ -93,6 +93,7 @@ async def _disclose(
     household: bool,
     filters: reads.Filters | None = None,
     with_entries: bool = True,
+    facts: bool = True,
 ) -> Disclosed:
     settings = _settings(request)
     found = await reads.scope(session, person_id, include_household=household)
@@ -109,7 +110,11 @@ async def _disclose(
         async with runtime_of(request).database.transaction() as own:
             await access.record(own, principal, action, person_id, "refused", last, reason)
         raise access.Refused(f"not shared: {reason}", decision_id=str(last))
-    rows = await reads.entry_rows(session, ids, filters or reads.Filters()) if with_entries else []
+    rows = (
+        await reads.entry_rows(session, ids, filters or reads.Filters(), facts=facts)
+        if with_entries
+        else []
+    )
     await access.record(session, principal, action, person_id, "allowed", last)
     assert last is not None
     return Disclosed(found, rows, last)
@@ -150,7 +155,14 @@ async def timeline(
     household = include == "household"
     filters = reads.Filters(date_from, date_to, tuple(agency or ()), tuple(kind or ()))
     disclosed = await _disclose(
-        request, session, reader, person_id, "timeline", household=household, filters=filters
+        request,
+        session,
+        reader,
+        person_id,
+        "timeline",
+        household=household,
+        filters=filters,
+        facts=False,  # the chronology shows no facts; the summary's flags read them
     )
     entries = reads.entries_out(disclosed.rows, disclosed.scope, household=household)
     # Built as TimelineOut declares it, and serialised straight to JSON: validating hundreds of
