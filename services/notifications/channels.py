@@ -75,7 +75,9 @@ class EmailChannel:
             )
         except aiosmtplib.SMTPRecipientsRefused as error:
             codes = [refusal.code for refusal in error.recipients]
-            return Outcome(False, f"SMTP refused the recipient: {error}", all(c >= 500 for c in codes))
+            return Outcome(
+                False, f"SMTP refused the recipient: {error}", all(c >= 500 for c in codes)
+            )
         except aiosmtplib.SMTPResponseException as error:
             return Outcome(False, f"SMTP {error.code}: {error.message}", error.code >= 500)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
@@ -109,7 +111,9 @@ class WebhookChannel:
     async def send(self, outgoing: Outgoing) -> Outcome:
         endpoint = self.routing.webhook(outgoing.endpoint_id or "")
         if endpoint is None:
-            return Outcome(False, f"webhook endpoint {outgoing.endpoint_id!r} is no longer configured", True)
+            return Outcome(
+                False, f"webhook endpoint {outgoing.endpoint_id!r} is no longer configured", True
+            )
         try:
             secrets = endpoint.signing_secrets()
         except ValueError as error:

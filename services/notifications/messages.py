@@ -246,7 +246,7 @@ def missed(
     )
 
 
-# -- Operation Encompass ----------------------------------------------------------------------------
+# -- Operation Encompass ------------------------------------------------------------
 
 
 def encompass_notice(
@@ -256,9 +256,11 @@ def encompass_notice(
     whether the child saw or heard it or was hurt, whom to ask. No adult's name, no account of
     what happened, no risk grading."""
     name = child_name(facts)
-    born = f" (born {day(date.fromisoformat(facts['date_of_birth']))})" if facts.get(
-        "date_of_birth"
-    ) else ""
+    born = (
+        f" (born {day(date.fromisoformat(facts['date_of_birth']))})"
+        if facts.get("date_of_birth")
+        else ""
+    )
     occurred = datetime.fromisoformat(facts["occurred_at"])
     saw = (
         "The child saw or heard it."
@@ -266,11 +268,7 @@ def encompass_notice(
         else "The police do not think the child saw or heard it."
     )
     hurt = "The child was hurt." if facts.get("injured") else "The child was not hurt."
-    ask = (
-        f"{police} on {police_telephone}"
-        if police_telephone
-        else f"{police}"
-    )
+    ask = f"{police} on {police_telephone}" if police_telephone else f"{police}"
     return (
         f"Operation Encompass: {name} may need support today",
         f"The police were called to a domestic abuse incident at {when(occurred)} where "
@@ -295,7 +293,7 @@ ENCOMPASS_REASONS = {
 def encompass_to_local_authority(
     facts: dict[str, Any], deliver_by: datetime, reason: str, police: str
 ) -> tuple[str, str]:
-    title, body = encompass_notice(facts, deliver_by, police, None)
+    _, body = encompass_notice(facts, deliver_by, police, None)
     why = ENCOMPASS_REASONS[reason]
     return (
         f"Operation Encompass: no school to tell about {child_name(facts)}",
@@ -318,7 +316,7 @@ def encompass_escalation(
     )
 
 
-# -- CP-IS ----------------------------------------------------------------------------------------------
+# -- CP-IS ----------------------------------------------------------------------
 
 
 PLACES = {
@@ -334,8 +332,9 @@ STATUSES = {
 }
 
 
-def whom_to_call(worker: dict[str, Any] | None, team: str, team_telephone: str | None,
-                 out_of_hours: str) -> str:
+def whom_to_call(
+    worker: dict[str, Any] | None, team: str, team_telephone: str | None, out_of_hours: str
+) -> str:
     parts = []
     if worker and worker.get("name"):
         named = worker["name"]
@@ -387,13 +386,15 @@ def cpis_answer(
     )
 
 
-# -- consent withdrawals -----------------------------------------------------------------------------
+# -- consent withdrawals ------------------------------------------------------------
 
 
 def consent_withdrawn(
     withdrawn_at: datetime, earlier: list[tuple[uuid.UUID, str, datetime]], mash_telephone: str
 ) -> tuple[str, str]:
-    listed = "\n".join(f"- \"{title}\" ({when(at)}, notification {mid})" for mid, title, at in earlier)
+    listed = "\n".join(
+        f'- "{title}" ({when(at)}, notification {mid})' for mid, title, at in earlier
+    )
     return (
         "Consent to share information has been withdrawn",
         f"At {when(withdrawn_at)} consent to share information about a child you were told about "

@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from services.notifications.webhooks import parse_secret
 
@@ -76,6 +83,8 @@ class Partnership(_Strict):
     """The teams every partnership has, by organisation code."""
 
     name: str
+    # The information sharing agreement the notifications' disclosures rely on.
+    agreement_id: str
     mash: Code
     mash_duty_telephone: str
     education_safeguarding: Code

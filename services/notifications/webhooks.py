@@ -31,7 +31,7 @@ from starlette.routing import Route
 
 from shared.clock import Clock, SystemClock
 
-SECRET_PREFIX = "whsec_"
+SECRET_PREFIX = "whsec_"  # noqa: S105 - the format's prefix, not a secret
 #: The specification: a symmetric secret is at least 24 bytes, at most 64 (512 bits).
 SECRET_BYTES = (24, 64)
 DEFAULT_TOLERANCE = timedelta(minutes=5)

@@ -35,6 +35,17 @@ class ReportedAdult(BaseModel):
     role: str  # victim | suspect | other
 
 
+class AllocatedWorker(BaseModel):
+    """Whom to call about a child on a plan or looked after (CP-IS)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    name: str
+    team: str | None = None
+    telephone: str | None = None
+    email: str | None = None
+
+
 class ContactRecorded(Event):
     """What every contact event says: which contact, from whom, received when."""
 
@@ -112,6 +123,7 @@ class ChildProtectionPlanChanged(
     effective_date: date
     category: str
     local_authority_code: str
+    allocated_worker: AllocatedWorker | None = None
     subjects: list[ReportedChild]
 
 
@@ -129,4 +141,5 @@ class LookedAfterStatusChanged(
     legal_status: str
     placement_type: str | None = None
     local_authority_code: str
+    allocated_worker: AllocatedWorker | None = None
     subjects: list[ReportedChild]
