@@ -560,6 +560,9 @@ async def resolve(
     alert.status = "resolved"
     alert.resolved_at = setup.clock.now()
     alert.resolution = resolution[:200]
+    await timers.cancel(
+        session, plumbing, kind=LINK_WAIT_TIMER, aggregate_id=str(alert.id), now=alert.resolved_at
+    )
 
 
 def _subject_ids(alert: PendingAlert, records: list[Subject]) -> tuple[uuid.UUID, ...]:

@@ -177,7 +177,9 @@ class ClientCredentials:
 def decision_client(settings: NotificationsSettings) -> tuple[DisclosureClient, httpx.AsyncClient]:
     """The decision point's client for a deployed service (and the HTTP client to close)."""
     http = httpx.AsyncClient(timeout=10.0)
-    tokens = ClientCredentials(http, settings.token_url, settings.client_id, settings.client_secret)
+    tokens = ClientCredentials(
+        http, f"{settings.identity_url}/oauth2/token", settings.client_id, settings.client_secret
+    )
     return DisclosureClient(settings.consent_url, tokens), http
 
 

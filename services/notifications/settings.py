@@ -24,7 +24,7 @@ class NotificationsSettings(ServiceSettings):
     # with a token from the identity provider (client credentials of a platform client that
     # may ask on the agencies' behalf: scopes disclosures:decide disclosures:delegate).
     consent_url: str = "http://127.0.0.1:8102"
-    token_url: str = "http://127.0.0.1:8100/oauth2/token"  # noqa: S105 - a URL
+    identity_url: str = "http://127.0.0.1:8100"  # its /oauth2/token issues the token
     client_id: str = "threadline-platform"
     client_secret: str = DEV_CLIENT_SECRET
 
