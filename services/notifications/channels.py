@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import formatdate
 from typing import Any
 
 import aiosmtplib
@@ -59,7 +59,7 @@ class EmailChannel:
         message["Subject"] = outgoing.subject
         message["Date"] = formatdate(localtime=False)
         # The same id on every attempt: a mail system that saw it once may drop a repeat.
-        message["Message-ID"] = make_msgid(idstring=outgoing.webhook_id, domain="threadline")
+        message["Message-ID"] = f"<{outgoing.webhook_id}@threadline.invalid>"
         message["X-Threadline-Message"] = str(outgoing.payload["data"]["message_id"])
         message.set_content(outgoing.text)
         try:

@@ -12,7 +12,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from email import message_from_bytes
+from email import message_from_bytes, policy
 from email.message import Message as EmailMessage
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,7 @@ class Mail:
 
     @property
     def subject(self) -> str:
-        return str(self.message["Subject"])
+        return str(self.message["Subject"]).strip()
 
     @property
     def text(self) -> str:
@@ -71,25 +71,28 @@ class Mail:
 
 @dataclass
 class SmtpServer:
-    """aiosmtpd in its own thread. ``refuse_next`` answers that many messages 451 (try later);
-    ``refuse_always`` answers 451 to every one."""
+    """aiosmtpd in its own thread. ``refuse_first``: answer the first that many attempts of
+    each message (by Message-ID) 451, try later; ``refuse_always``: 451 to every one."""
 
     port: int
     received: list[Mail] = field(default_factory=list)
     refused: int = 0
-    refuse_next: int = 0
+    refuse_first: int = 0
     refuse_always: bool = False
+    _tries: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        content = envelope.content
+        assert isinstance(content, bytes)
+        message = message_from_bytes(content, policy=policy.default)
         with self._lock:
-            if self.refuse_always or self.refuse_next > 0:
-                self.refuse_next = max(0, self.refuse_next - 1)
+            key = str(message["Message-ID"])
+            self._tries[key] = self._tries.get(key, 0) + 1
+            if self.refuse_always or self._tries[key] <= self.refuse_first:
                 self.refused += 1
                 return "451 4.3.0 Mailbox busy, try again later"
-            content = envelope.content
-            assert isinstance(content, bytes)
-            self.received.append(Mail(list(envelope.rcpt_tos), message_from_bytes(content)))
+            self.received.append(Mail(list(envelope.rcpt_tos), message))
         return "250 OK"
 
     def to(self, address: str) -> list[Mail]:
@@ -114,15 +117,19 @@ def smtp_server() -> Any:
 @dataclass
 class WebhookReceiver:
     """An agency's system: a real HTTP server that verifies each webhook with the shipped
-    verifier and applies each id once. ``fail_next``: answer that many requests 503 first."""
+    verifier and applies each id once. ``fail_first``: answer the first that many attempts of
+    each webhook id 503; ``fail_always``: 503 to everything."""
 
     url: str
     verifier: WebhookVerifier
     applied: list[VerifiedWebhook] = field(default_factory=list)
     attempts: int = 0
-    fail_next: int = 0
+    fail_first: int = 0
     fail_always: bool = False
+    tries: dict[str, int] = field(default_factory=dict)
     answers: list[int] = field(default_factory=list)
+    # Every request as it came: (body, headers), so a test can replay one.
+    requests: list[tuple[bytes, dict[str, str]]] = field(default_factory=list)
 
     def kinds(self) -> list[str]:
         return [webhook.payload["data"]["kind"] for webhook in self.applied]
@@ -147,8 +154,26 @@ async def webhook_receiver(
         receiver = holder["receiver"]
         if scope["type"] == "http":
             receiver.attempts += 1
-            if receiver.fail_always or receiver.fail_next > 0:
-                receiver.fail_next = max(0, receiver.fail_next - 1)
+            chunks = []
+            while True:
+                event = await receive()
+                chunks.append(event.get("body", b""))
+                if not event.get("more_body"):
+                    break
+            body = b"".join(chunks)
+            receiver.requests.append((body, {k.decode(): v.decode() for k, v in scope["headers"]}))
+            replayed = False
+
+            async def replay() -> Any:  # the body again, for the verifier
+                nonlocal replayed
+                if replayed:
+                    return {"type": "http.disconnect"}
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+
+            webhook_id = dict(receiver.requests[-1][1]).get("webhook-id", "")
+            receiver.tries[webhook_id] = receiver.tries.get(webhook_id, 0) + 1
+            if receiver.fail_always or receiver.tries[webhook_id] <= receiver.fail_first:
                 receiver.answers.append(503)
                 await send({"type": "http.response.start", "status": 503, "headers": []})
                 await send({"type": "http.response.body", "body": b"busy"})
@@ -159,7 +184,7 @@ async def webhook_receiver(
                     receiver.answers.append(int(message["status"]))
                 await send(message)
 
-            await inner(scope, receive, recording)
+            await inner(scope, replay, recording)
             return
         await inner(scope, receive, send)
 
@@ -284,7 +309,7 @@ def decision_point(consent_api: httpx.AsyncClient) -> Callable[..., Awaitable[An
     return DisclosureClient("http://testserver", platform_token, http=consent_api).decide
 
 
-# -- the services ------------------------------------------------------------------------------------
+# -- the services ----------------------------------------------------------------------
 
 
 @dataclass
@@ -364,7 +389,7 @@ async def world(
                 )
 
 
-# -- children of their own, so that no other test's records link to them ------------------------------
+# -- children of their own, so that no other test's records link to them --------------------
 
 
 def unique_child(*, school_urn: str | None = None, **overrides: Any) -> dict[str, Any]:
