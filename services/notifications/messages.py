@@ -327,8 +327,8 @@ PLACES = {
 }
 
 STATUSES = {
-    "child_protection_plan": "a child protection plan",
-    "looked_after": "looked after by the local authority",
+    "child_protection_plan": "has a child protection plan",
+    "looked_after": "is looked after by the local authority",
 }
 
 
@@ -354,7 +354,7 @@ def cpis_alert(
     facts: dict[str, Any], statuses: list[str], hospital: str, call_back: str | None
 ) -> tuple[str, str]:
     name = child_name(facts)
-    held = " and ".join(STATUSES[s] for s in statuses)
+    held = " and ".join(STATUSES[s] for s in statuses)  # "has a plan and is looked after"
     attended = datetime.fromisoformat(facts["attended_at"])
     place = PLACES.get(facts["setting"], facts["setting"].replace("_", " "))
     injury = "with an injury" if facts.get("injury") else "not for an injury"
@@ -366,7 +366,7 @@ def cpis_alert(
     call = f" on {call_back}" if call_back else ""
     return (
         f"{name} attended {place}",
-        f"{name}, who has {held}, attended {place} at {hospital} at {when(attended)}, "
+        f"{name}, who {held}, attended {place} at {hospital} at {when(attended)}, "
         f"{injury}.{concern} The attending clinicians have been told that you are involved.\n\n"
         f"Please consider what this means for the child's plan, and contact the hospital{call} "
         "if you need to know more or have something they should know.",
@@ -379,8 +379,8 @@ def cpis_answer(
     name = child_name(facts)
     held = " and ".join(STATUSES[s] for s in statuses)
     return (
-        f"{name} has {held}",
-        f"{name} has {held} (since {day(since)}). Children's social care know the child; "
+        f"{name} {held}",
+        f"{name} {held} (since {day(since)}). Children's social care know the child; "
         f"please talk to them about this attendance: call {who}. Their social worker has been "
         "told that the child attended.",
     )
