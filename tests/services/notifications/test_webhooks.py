@@ -104,7 +104,7 @@ def test_the_timestamp_must_be_within_the_tolerance(offset: int, accepted: bool)
     if accepted:
         assert verifier.verify(VECTOR_BODY, _sent()).webhook_id == VECTOR_ID
     else:
-        with pytest.raises(WebhookRejected, match="too old|future"):
+        with pytest.raises(WebhookRejected, match=r"too old|future"):
             verifier.verify(VECTOR_BODY, _sent())
 
 
