@@ -7,6 +7,7 @@ timer) scope owns the transaction, so a message and the event that caused it are
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -77,9 +78,14 @@ class Setup:
         return Party(self.routing.partnership.mash, "mash", "mash")
 
     async def post(self, session: AsyncSession, draft: Draft) -> uuid.UUID | None:
+        """Queue the draft, saying in its details who it is from, by name, for the reader."""
+        named = dataclasses.replace(
+            draft,
+            details={**draft.details, "from": self.routing.name_of(draft.sender.organisation)},
+        )
         return await delivery.post(
             session,
-            draft,
+            named,
             agreement_id=self.routing.partnership.agreement_id,
             now=self.clock.now(),
         )

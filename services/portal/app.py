@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.portal import endpoints
+from services.portal import endpoints, pupils
 from services.portal.api import ApiError, Apis
 from services.portal.endpoints import Forbidden, NotSignedIn, problem_page
 from services.portal.oidc import OpenIDClient
@@ -55,6 +55,7 @@ def create_app(settings: PortalSettings | None = None, *, configure_logs: bool =
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(CorrelationMiddleware)
     app.include_router(endpoints.router)
+    app.include_router(pupils.router)
     web.mount_assets(app)
     _install_error_pages(app)
     return app
