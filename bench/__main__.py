@@ -10,7 +10,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import consent, ingest, linking, pipeline
+from bench import consent, ingest, linking, notifications, pipeline
 from shared.logging import configure_logging
 
 RESULTS = Path(__file__).parent / "results"
@@ -19,6 +19,7 @@ BENCHMARKS = {
     "pipeline": pipeline.run,
     "consent": consent.run,
     "linking": linking.run,
+    "notifications": notifications.run,
 }
 
 

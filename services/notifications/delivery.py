@@ -265,6 +265,11 @@ class Dispatcher:
                 decision = await self.decide(request)
             except DecisionPointError as error:
                 return _Decided(message, None, error)
+            except Exception as error:  # e.g. no token from the identity provider: try again
+                unreachable = DecisionPointError(
+                    503, {"detail": f"{type(error).__name__}: {error}"}
+                )
+                return _Decided(message, None, unreachable)
         self.decided_total += 1
         return _Decided(message, decision, None)
 
@@ -306,7 +311,9 @@ class Dispatcher:
                     attempts = message.attempts + 1
                     reason = f"the decision point did not answer: {item.error}"
                     row |= {"attempts": attempts, "last_error": reason[:2000]}
-                    transient = item.error.status >= 500 or item.error.status == 429
+                    # 401/403: a token or configuration problem that a fix will cure; 422 and
+                    # other 4xx: this request will never be answered, so fail it now.
+                    transient = item.error.status >= 500 or item.error.status in {401, 403, 429}
                     if transient and attempts < settings.decision_max_attempts:
                         wait = backoff(
                             attempts,

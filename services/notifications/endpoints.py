@@ -14,7 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.notifications.delivery import WAKE_CHANNEL
 from services.notifications.messages import KINDS
 from services.notifications.models import DeadLetter, Delivery, Message
-from services.notifications.repository import SENT, InboxRepository, MessageRepository
+from services.notifications.repository import (
+    SENT,
+    InboxRepository,
+    MessageRepository,
+    shown_to_recipient,
+)
 from services.notifications.schemas import (
     AcknowledgementIn,
     Audience,
@@ -88,7 +93,9 @@ class Invalid(DomainError):
 def _may_read(reader: Principal, message: Message) -> bool:
     if reader.has(MASH_SCOPE) or message.sender_organisation == reader.organisation_code:
         return True
-    return message.recipient_organisation == reader.organisation_code and message.status in SENT
+    return message.recipient_organisation == reader.organisation_code and shown_to_recipient(
+        message
+    )
 
 
 def message_out(message: Message, deliveries: list[Delivery]) -> MessageOut:
@@ -224,6 +231,28 @@ async def acknowledge(
     if message.acknowledged_at is None:
         await repository.acknowledge(message.id, body.acknowledged_by, clock.now())
         await session.refresh(message)
+    return message_out(message, await repository.deliveries_of([message.id]))
+
+
+@messages_router.post(
+    "/messages/{message_id}/retry",
+    response_model=MessageOut,
+    summary="Ask the decision point again for a message that failed there (the MASH, the sender)",
+)
+async def retry(
+    message_id: uuid.UUID, reader: CurrentPrincipal, session: SessionDep, clock: ClockDep
+) -> MessageOut:
+    message = await _readable(session, reader, message_id)
+    if not (reader.has(MASH_SCOPE) or message.sender_organisation == reader.organisation_code):
+        raise NotFound(f"No message {message_id}")
+    if message.status != "failed" or message.decision is not None:
+        raise Conflict(
+            "Only a message that failed at the decision point can be retried; a failed "
+            "delivery is re-sent from the dead letters (POST /v1/dead-letters/{id}/resend)."
+        )
+    repository = MessageRepository(session)
+    await repository.retry(message, clock.now())
+    await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": WAKE_CHANNEL})
     return message_out(message, await repository.deliveries_of([message.id]))
 
 

@@ -328,7 +328,8 @@ PLACES = {
 
 STATUSES = {
     "child_protection_plan": "has a child protection plan",
-    "looked_after": "is looked after by the local authority",
+    # "In care" rather than "looked after" or "LAC" (Language that cares, Salford, seed 002).
+    "looked_after": "is in the care of the local authority",
 }
 
 

@@ -75,8 +75,13 @@ class InboxRepository:
         return list(result.scalars()), int(total or 0)
 
 
-#: A message a recipient may see: sent, or on its way (never refused, never undecided).
+#: A message a recipient may see: sent, or on its way (never refused, never undecided), and
+#: when it carries personal data, only once the decision point said share.
 SENT = ("sending", "delivered", "failed")
+
+
+def shown_to_recipient(message: Message) -> bool:
+    return message.status in SENT and (message.disclosure is None or message.decision == "share")
 
 
 class MessageRepository:
@@ -112,7 +117,10 @@ class MessageRepository:
     ) -> tuple[list[Message], int]:
         """Messages, newest first, as ``reader`` (an organisation; None: the MASH, all) may see
         them: addressed to it once sent, or sent on its behalf. ``box`` narrows to one side."""
-        sent = Message.status.in_(SENT)
+        sent = and_(
+            Message.status.in_(SENT),
+            or_(Message.disclosure.is_(None), Message.decision == "share"),
+        )
         conditions: list[ColumnElement[bool]] = []
         if box == "inbox":
             conditions += [Message.recipient_organisation == reader, sent]
@@ -333,6 +341,14 @@ class MessageRepository:
         if message.status == "failed":
             message.status = "sending"
             message.failed_at = None
+
+    async def retry(self, message: Message, now: datetime) -> None:
+        """Queue a message that failed at the decision point again, with fresh attempts."""
+        message.status = "queued"
+        message.attempts = 0
+        message.next_attempt_at = now
+        message.failed_at = None
+        message.lease_until = None
 
     async def preferences(
         self, organisation_code: str, role: str | None = None

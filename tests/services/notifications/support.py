@@ -294,6 +294,10 @@ secrets = {secrets}
     return path
 
 
+async def _no_token() -> str:
+    return "unused: nothing listens on the discard port"
+
+
 def decision_point(consent_api: httpx.AsyncClient) -> Callable[..., Awaitable[Any]]:
     """The consent app's decision point, asked as the platform client (over its ASGI app)."""
 
@@ -336,6 +340,7 @@ async def world(
     clock: Clock | None = None,
     linking: bool = True,
     routing_extra: str = "",
+    decision_point_up: Callable[[], bool] | None = None,
     **notification_overrides: Any,
 ) -> AsyncIterator[World]:
     """Referrals, consent, linking and notifications in-process on the session's PostgreSQL and
@@ -367,8 +372,16 @@ async def world(
                 link_wait_seconds=60,
                 **notification_overrides,
             )
+            decide = decision_point(consent_api)
+            if decision_point_up is not None:
+                down = DisclosureClient("http://127.0.0.1:9", _no_token).decide
+                real = decide
+
+                async def decide(request: Any) -> Any:  # the consent service, when it is up
+                    return await (real if decision_point_up() else down)(request)
+
             notifications = create_notifications(
-                settings, clock=clock, configure_logs=False, decide=decision_point(consent_api)
+                settings, clock=clock, configure_logs=False, decide=decide
             )
             referrals = create_referrals(
                 referrals_settings(database_url, bootstrap), clock=clock, configure_logs=False

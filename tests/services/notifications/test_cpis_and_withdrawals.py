@@ -170,7 +170,7 @@ async def test_a_looked_after_child_is_flagged_and_a_child_without_a_plan_is_not
 
         await eventually(alerted, timeout=45)
         [alert] = await alerted()
-        assert "who is looked after by the local authority" in alert["body"]
+        assert "who is in the care of the local authority" in alert["body"]
         await asyncio.sleep(2.0)
         for contact_id in not_flagged:
             assert await _about(w, contact_id, LOCAL_AUTHORITY, "cpis.alert") == []

@@ -334,3 +334,52 @@ def httpx_client() -> Any:
     import httpx
 
     return httpx.AsyncClient(timeout=10)
+
+
+async def test_without_an_answer_from_the_decision_point_nothing_is_sent_until_a_retry(
+    database_url: str, bootstrap: str, tmp_path: Path
+) -> None:
+    up = False
+    async with world(
+        database_url,
+        bootstrap,
+        tmp_path,
+        linking=False,
+        decision_point_up=lambda: up,
+        decision_max_attempts=2,
+    ) as w:
+        referral = await _refer(w)
+        rid = referral["id"]
+        decided = await w.referrals.post(
+            f"/v1/referrals/{rid}/decision",
+            json={"decision": "early_help", "reason": "Family agree.", "decided_by": "Ali"},
+            headers=MASH,
+        )
+        assert decided.status_code == 200
+
+        async def failed() -> list[dict[str, Any]]:
+            found = await w.message(MASH, referral_id=rid, kind="referral.decided")
+            return [m for m in found if m["status"] == "failed"]
+
+        await eventually(failed, timeout=45)
+        [message] = await failed()
+        assert "decision point unreachable" in message["last_error"]
+        assert message["deliveries"] == [] and message["disclosure"]["outcome"] is None
+        # Not sent: the school neither sees it nor receives it.
+        assert await w.message(SCHOOL, referral_id=rid, kind="referral.decided") == []
+        assert w.receiver.for_message(message["id"]) == []
+        not_theirs = await w.notifications.post(
+            f"/v1/messages/{message['id']}/retry", headers=OTHER_SCHOOL
+        )
+        assert not_theirs.status_code == 404
+
+        up = True
+        retried = await w.notifications.post(f"/v1/messages/{message['id']}/retry", headers=MASH)
+        assert retried.status_code == 200, retried.text
+        assert retried.json()["status"] == "queued"
+        delivered = await _one(w, rid, "referral.decided")
+        assert delivered["status"] == "delivered"
+        assert delivered["disclosure"]["outcome"] == "share"
+        assert len(w.receiver.for_message(message["id"])) == 1
+        again = await w.notifications.post(f"/v1/messages/{message['id']}/retry", headers=MASH)
+        assert again.status_code == 409
