@@ -89,7 +89,10 @@ async def post(
     return message_id
 
 
-async def routes_for(session: AsyncSession, routing: Routing, message: Message) -> list[Route]:
+Choices = dict[tuple[str, str, str], set[str]]
+
+
+def routes_for(routing: Routing, choices: Choices, message: Message) -> list[Route]:
     """The routing file's mailboxes and endpoints for this recipient and kind, narrowed to the
     channels the recipient chose for this kind (or for every kind) through the preferences API.
     The portal inbox needs no route: every message is in it."""
@@ -98,11 +101,8 @@ async def routes_for(session: AsyncSession, routing: Routing, message: Message) 
     )
     if message.recipient_role == "social_worker" and message.details.get("worker_email"):
         configured.append(Route("email", str(message.details["worker_email"])))
-    chosen = await MessageRepository(session).preferences(
-        message.recipient_organisation, message.recipient_role
-    )
-    by_kind = {preference.kind: set(preference.channels) for preference in chosen}
-    allowed = by_kind.get(message.kind, by_kind.get("*", set(CHANNELS)))
+    recipient = (message.recipient_organisation, message.recipient_role)
+    allowed = choices.get((*recipient, message.kind), choices.get((*recipient, "*"), set(CHANNELS)))
     return [route for route in configured if route.channel in allowed]
 
 
@@ -304,6 +304,12 @@ class Dispatcher:
             new_deliveries: list[dict[str, Any]] = []
             dead: list[dict[str, Any]] = []
             touched: set[uuid.UUID] = set()
+            choices = await repository.choices(
+                {
+                    (item.message.recipient_organisation, item.message.recipient_role)
+                    for item in decided
+                }
+            )
             for item in decided:
                 message = item.message
                 row: dict[str, Any] = {"id": message.id, "lease_until": None}
@@ -341,7 +347,7 @@ class Dispatcher:
                         message_rows.append(row)
                         log.info("dispatch.refused", message_id=str(message.id))
                         continue
-                routes = await routes_for(session, self.routing, message)
+                routes = routes_for(self.routing, choices, message)
                 for route in routes:
                     new_deliveries.append(
                         {

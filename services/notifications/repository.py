@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -360,6 +360,19 @@ class MessageRepository:
             select(Preference).where(*conditions).order_by(Preference.role, Preference.kind)
         )
         return list(result.scalars())
+
+    async def choices(
+        self, recipients: set[tuple[str, str]]
+    ) -> dict[tuple[str, str, str], set[str]]:
+        """The channels each (organisation, role) chose, by kind, in one query."""
+        if not recipients:
+            return {}
+        result = await self.session.execute(
+            select(Preference).where(
+                tuple_(Preference.organisation_code, Preference.role).in_(list(recipients))
+            )
+        )
+        return {(p.organisation_code, p.role, p.kind): set(p.channels) for p in result.scalars()}
 
     async def set_preference(self, values: dict[str, Any]) -> None:
         statement = pg_insert(Preference).values(**values)

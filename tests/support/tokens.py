@@ -38,7 +38,9 @@ def token(
         "aud": audience,
         "iat": now,
         "nbf": now,
-        "exp": now + 600,
+        # An hour: module-level tokens are made at collection, and the whole suite must finish
+        # with them still valid.
+        "exp": now + 3600,
         "jti": uuid.uuid4().hex,
         "scope": scopes,
         "org": organisation,

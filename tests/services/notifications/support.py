@@ -493,6 +493,6 @@ async def linked_in_notifications(database_url: str, subject_ids: list[str]) -> 
         return count == len(wanted)
 
     try:
-        await eventually(known, timeout=45)
+        await eventually(known, timeout=90)
     finally:
         await database.dispose()

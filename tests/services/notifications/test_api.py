@@ -69,7 +69,7 @@ async def test_a_recipients_preferences_choose_the_channels(
             )
             return [m for m in found if m["status"] == "delivered"]
 
-        await eventually(delivered, timeout=45)
+        await eventually(delivered, timeout=90)
         [message] = await delivered()
         assert [d["channel"] for d in message["deliveries"]] == ["webhook"]
         assert message["title"] not in [m.subject for m in w.smtp.to(DSL_MAILBOX)]
@@ -142,7 +142,7 @@ async def test_messages_are_read_only_by_their_recipient_sender_or_the_mash(
         async def sent() -> list[dict[str, Any]]:
             return await w.message(SCHOOL, referral_id=referral["id"], box="inbox")
 
-        await eventually(sent, timeout=45)
+        await eventually(sent, timeout=90)
         [message] = await sent()
         assert (await api.get(f"/v1/messages/{message['id']}", headers=SCHOOL)).status_code == 200
         assert (await api.get(f"/v1/messages/{message['id']}", headers=MASH)).status_code == 200

@@ -116,7 +116,7 @@ async def test_a_child_on_a_plan_at_a_and_e_alerts_the_social_worker_and_answers
         async def alerted() -> list[Any]:
             return await _about(w, contact_id, LOCAL_AUTHORITY, "cpis.alert")
 
-        await eventually(alerted, timeout=45)
+        await eventually(alerted, timeout=90)
         [alert] = await alerted()
         assert alert["recipient"] == {
             "organisation_code": "DEMO-LA",
@@ -140,7 +140,7 @@ async def test_a_child_on_a_plan_at_a_and_e_alerts_the_social_worker_and_answers
         async def answered() -> list[Any]:
             return await _about(w, contact_id, HEALTH, "cpis.answer")
 
-        await eventually(answered, timeout=30)
+        await eventually(answered, timeout=90)
         [answer] = await answered()
         assert answer["recipient"]["organisation_code"] == "RDEMO"
         assert answer["recipient"]["role"] == "clinician"
@@ -168,7 +168,7 @@ async def test_a_looked_after_child_is_flagged_and_a_child_without_a_plan_is_not
         async def alerted() -> list[Any]:
             return await _about(w, flagged, LOCAL_AUTHORITY, "cpis.alert")
 
-        await eventually(alerted, timeout=45)
+        await eventually(alerted, timeout=90)
         [alert] = await alerted()
         assert "who is in the care of the local authority" in alert["body"]
         await asyncio.sleep(2.0)
@@ -202,7 +202,7 @@ async def test_those_told_about_a_child_hear_when_consent_is_withdrawn(
         async def told() -> list[Any]:
             return await _about(w, incident["id"], SCHOOL, "encompass.notice")
 
-        await eventually(told, timeout=45)
+        await eventually(told, timeout=90)
         [notice] = await told()
 
         withdrawn = await w.consent.post(
@@ -222,7 +222,7 @@ async def test_those_told_about_a_child_hear_when_consent_is_withdrawn(
                 if notice["id"] in m["details"]["notifications"] and m["status"] == "delivered"
             ]
 
-        await eventually(heard, timeout=45)
+        await eventually(heard, timeout=90)
         [withdrawal] = await heard()
         assert withdrawal["title"] == "Consent to share information has been withdrawn"
         assert notice["id"] in withdrawal["body"] and notice["title"] in withdrawal["body"]

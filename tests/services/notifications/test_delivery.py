@@ -57,7 +57,7 @@ async def _one(w: World, referral_id: str, kind: str) -> dict[str, Any]:
     async def arrived() -> list[dict[str, Any]]:
         return await _of_referral(w, referral_id, kind)
 
-    await eventually(arrived, timeout=45)
+    await eventually(arrived, timeout=90)
     [message] = await arrived()
     return message
 
@@ -129,7 +129,7 @@ async def test_every_missed_deadline_reaches_the_mash_manager_and_the_referrer_m
         async def missed() -> list[dict[str, Any]]:
             return await _of_referral(w, rid, "deadline.missed", MASH)
 
-        await eventually(lambda: _count(missed, 3), timeout=45)
+        await eventually(lambda: _count(missed, 3), timeout=90)
         deadlines = {m["details"]["deadline"]: m for m in await missed()}
         assert set(deadlines) == {"acknowledgement", "decision", "phone_follow_up"}
         escalation = deadlines["acknowledgement"]
@@ -158,7 +158,7 @@ async def test_every_missed_deadline_reaches_the_mash_manager_and_the_referrer_m
         async def feedback_missed() -> list[dict[str, Any]]:
             return [m for m in await missed() if m["details"]["deadline"] == "feedback"]
 
-        await eventually(feedback_missed, timeout=45)
+        await eventually(feedback_missed, timeout=90)
         [late] = await feedback_missed()
         assert "It is held by Sam Duty." in late["body"]
 
@@ -244,7 +244,7 @@ async def test_retries_run_out_then_the_dead_letter_is_visible_and_can_be_resent
             found = await w.notifications.get(f"/v1/messages/{message['id']}", headers=MASH)
             return bool(found.json()["status"] == "delivered")
 
-        await eventually(delivered, timeout=30)
+        await eventually(delivered, timeout=90)
         assert len(w.receiver.for_message(message["id"])) == 1
         again = await w.notifications.post(
             f"/v1/dead-letters/{dead['id']}/resend", json={"resent_by": "Jordan"}, headers=MASH
@@ -361,7 +361,7 @@ async def test_without_an_answer_from_the_decision_point_nothing_is_sent_until_a
             found = await w.message(MASH, referral_id=rid, kind="referral.decided")
             return [m for m in found if m["status"] == "failed"]
 
-        await eventually(failed, timeout=45)
+        await eventually(failed, timeout=90)
         [message] = await failed()
         assert "decision point unreachable" in message["last_error"]
         assert message["deliveries"] == [] and message["disclosure"]["outcome"] is None

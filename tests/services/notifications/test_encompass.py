@@ -85,7 +85,7 @@ async def test_the_childs_school_dsl_is_told_by_inbox_email_and_signed_webhook(
             found = await _notices(w, contact_id, SCHOOL)
             return [m for m in found if m["status"] == "delivered"]
 
-        await eventually(delivered, timeout=45)
+        await eventually(delivered, timeout=90)
         [notice] = await delivered()
         name = f"{child['given_names']} {child['family_name']}"
         assert notice["recipient"] == {
@@ -157,7 +157,7 @@ async def test_an_unknown_school_means_the_education_safeguarding_team_is_told(
         async def told() -> list[dict[str, Any]]:
             return [m for m in await _notices(w, contact_id, EDS) if m["status"] == "delivered"]
 
-        await eventually(told, timeout=45)
+        await eventually(told, timeout=90)
         [notice] = await told()
         assert notice["recipient"]["organisation_code"] == "DEMO-LA-EDS"
         assert notice["recipient"]["role"] == "education_safeguarding"
@@ -191,7 +191,7 @@ async def test_a_child_missing_education_is_not_sent_to_their_old_school(
         async def told() -> list[dict[str, Any]]:
             return [m for m in await _notices(w, contact_id, EDS) if m["status"] == "delivered"]
 
-        await eventually(told, timeout=45)
+        await eventually(told, timeout=90)
         [notice] = await told()
         assert notice["details"]["found_by"] == "not_in_school"
         assert "not in school" in notice["body"]
@@ -219,7 +219,7 @@ async def test_a_refused_disclosure_is_not_sent_and_the_refusal_is_visible(
             found = await _notices(w, contact_id, POLICE)
             return [m for m in found if m["status"] == "refused"]
 
-        await eventually(refused, timeout=45)
+        await eventually(refused, timeout=90)
         [notice] = await refused()
         assert notice["disclosure"]["outcome"] == "do_not_share"
         assert notice["disclosure"]["reasons"], "the refusal says why"
@@ -287,7 +287,7 @@ async def test_a_notice_not_acknowledged_by_registration_is_escalated(
         async def delivered() -> list[dict[str, Any]]:
             return [m for m in await _notices(w, contact_id, SCHOOL) if m["status"] == "delivered"]
 
-        await eventually(delivered, timeout=45)
+        await eventually(delivered, timeout=90)
         [notice] = await delivered()
         assert notice["deliver_by"] == _iso(registration)
         assert notice["delivered_at"] <= notice["deliver_by"]
@@ -302,7 +302,7 @@ async def test_a_notice_not_acknowledged_by_registration_is_escalated(
         async def escalated() -> list[dict[str, Any]]:
             return await _escalations(w, notice["id"])
 
-        await eventually(escalated, timeout=30)
+        await eventually(escalated, timeout=90)
         [escalation] = await escalated()
         assert escalation["recipient"]["role"] == "education_safeguarding"
         assert "Oakfield Primary School has not acknowledged" in escalation["title"]
@@ -323,7 +323,7 @@ async def test_a_notice_acknowledged_before_registration_is_not_escalated(
         async def delivered() -> list[dict[str, Any]]:
             return [m for m in await _notices(w, contact_id, SCHOOL) if m["status"] == "delivered"]
 
-        await eventually(delivered, timeout=45)
+        await eventually(delivered, timeout=90)
         [notice] = await delivered()
         clock.set(MONDAY_REGISTRATION - timedelta(minutes=30))
         acknowledged = await w.notifications.post(
