@@ -476,6 +476,8 @@ async def domestic_abuse_incident(
         deliver_by = None  # the term dates ran out: resolve at once, and say so in the logs
         log.error("encompass.no_school_day_configured", contact_id=str(event.contact_id))
     for child in event.subjects:
+        if child.unborn_expected_date is not None:
+            continue  # no school to tell yet; the MASH has the contact
         facts = {
             "given_names": child.given_names,
             "family_name": child.family_name,
