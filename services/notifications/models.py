@@ -98,11 +98,11 @@ class Message(Base):
     # The consent service's subjects (referral and contact subject ids) the message is about.
     subject_ids: Mapped[list[uuid.UUID]] = mapped_column(ARRAY(UUID(as_uuid=True)))
     person_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), index=True)
-    # None: no personal data leaves its controller, so no disclosure decision is needed.
-    disclosure: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # None (SQL NULL): no personal data leaves its controller, so no disclosure is decided.
+    disclosure: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
     decision_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     decision: Mapped[str | None] = mapped_column(String(20))  # share | do_not_share
-    decision_reasons: Mapped[list[str] | None] = mapped_column(JSONB)
+    decision_reasons: Mapped[list[str] | None] = mapped_column(JSONB(none_as_null=True))
     lawful_basis: Mapped[str | None] = mapped_column(String(40))
     title: Mapped[str] = mapped_column(String(300))
     body: Mapped[str] = mapped_column(Text)
@@ -251,7 +251,7 @@ class ProtectionStatus(Base):
     detail: Mapped[str] = mapped_column(String(60))  # the plan's category, or the legal status
     local_authority_code: Mapped[str] = mapped_column(String(3))
     organisation_code: Mapped[str] = mapped_column(String(20))
-    allocated_worker: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    allocated_worker: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
