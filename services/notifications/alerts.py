@@ -313,7 +313,12 @@ async def deadline_missed(
             },
         ),
     )
-    recipient = await _referrer(setup, session, referral_id, referrer_code)
+    recipient = Party(
+        referrer_code,
+        fact.referrer_agency if fact else _agency_of(setup.routing, referrer_code),
+        "referrer",
+        fact.referrer_name if fact else None,
+    )
     if deadline == "phone_follow_up":
         received = fact.received_at if fact else due - timedelta(hours=48)
         title, body = messages.phone_confirmation(reference, received)

@@ -84,8 +84,10 @@ async def post(
             "correlation_id": context.current().correlation_id,
         }
     )
-    if message_id is not None:
+    if message_id is not None and not session.info.get(WAKE_CHANNEL):
+        # One wake-up per transaction is enough: it is delivered when the transaction commits.
         await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": WAKE_CHANNEL})
+        session.info[WAKE_CHANNEL] = True
     return message_id
 
 
