@@ -230,3 +230,28 @@ async def test_those_told_about_a_child_hear_when_consent_is_withdrawn(
         assert "nothing more is shared" not in withdrawal["body"]  # not the reason
         assert withdrawal["disclosure"]["lawful_basis"] == "legal_obligation"
         assert withdrawal["title"] in [m.subject for m in w.smtp.to(DSL_MAILBOX)]
+
+
+async def test_a_bad_allocated_worker_is_refused_naming_the_field(
+    database_url: str, bootstrap: str, tmp_path: Path
+) -> None:
+    async with world(database_url, bootstrap, tmp_path, linking=False) as w:
+        body = {
+            "type": "child_protection_plan",
+            "change": "started",
+            "effective_date": _days_ago(3),
+            "category": "neglect",
+            "local_authority_code": "831",
+            "subjects": [unique_child()],
+        }
+        for worker, field in [
+            ({"name": "Kim", "telephone": "call me"}, "allocated_worker.telephone"),
+            ({"name": "Kim", "email": "kim at demo"}, "allocated_worker.email"),
+            ({"team": "North"}, "allocated_worker.name"),
+            ({"name": "Kim", "pager": "1"}, "allocated_worker.pager"),
+        ]:
+            response = await w.referrals.post(
+                "/v1/contacts", json={**body, "allocated_worker": worker}, headers=LOCAL_AUTHORITY
+            )
+            assert response.status_code == 422, response.text
+            assert field in [e["field"] for e in response.json()["errors"]]
