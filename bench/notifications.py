@@ -22,6 +22,7 @@ import shutil
 import statistics
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 import uvicorn
 from sqlalchemy import text
 
+from bench.ingest import CpuSampler
 from deploy.local.stack import Stack
 from services.catalogue import MIGRATED, load_events
 from services.notifications.webhooks import VerifiedWebhook, WebhookVerifier, receiver_app
@@ -161,7 +163,7 @@ class Receiver:
         await task
 
 
-async def _publish(bootstrap: str, events: list[tuple[Event, datetime]]) -> float:
+async def _publish(bootstrap: str, events: Sequence[tuple[Event, datetime]]) -> float:
     """Publish the events (each with its event time) as their producing service's relay would:
     all sent, then every acknowledgement awaited; returns when the last was acknowledged."""
     producer = make_producer(bootstrap, client_id="bench-notifications")
@@ -194,8 +196,12 @@ async def _wait_for(database: Database, sql: str, wanted: int, within: float) ->
     return found
 
 
-async def _throughput(stack: Stack, receiver: Receiver, events: int) -> dict[str, Any]:
+async def _throughput(
+    stack: Stack, receiver: Receiver, events: int, *, cpu: bool = False
+) -> dict[str, Any]:
     database = Database(stack.database_url, pool_size=2)
+    sampler = CpuSampler(stack, extra={"bench: publisher + webhook receiver": os.getpid()})
+    sampling = asyncio.create_task(sampler.run(1.0)) if cpu else None
     now = datetime.now(UTC)
     batch = [
         (
@@ -223,6 +229,20 @@ async def _throughput(stack: Stack, receiver: Receiver, events: int) -> dict[str
         wanted,
         within=600,
     )
+    where_cpu_goes: dict[str, Any] = {}
+    if sampling is not None:
+        sampler.sample()
+        sampling.cancel()
+        report = sampler.report()
+        where_cpu_goes = {
+            "window_s": report["window_s"],
+            "machine_busy_cores": report["machine_busy_cores"],
+            "cpu_ms_per_message": {
+                name: round(1000 * group["cpu_seconds"] / max(1, wanted), 2)
+                for name, group in report["groups"].items()
+                if group["cpu_seconds"] > 0.05
+            },
+        }
     async with database.engine.connect() as connection:
         first, last, created = (
             await connection.execute(
@@ -254,6 +274,7 @@ async def _throughput(stack: Stack, receiver: Receiver, events: int) -> dict[str
         "messages_per_s": round(delivered / seconds, 1) if seconds > 0 else None,
         "consume_messages_per_s": round(wanted / (created - first).total_seconds(), 1),
         "created_to_delivered_ms": _percentiles([float(x) for x in latencies]),
+        "where_cpu_goes": where_cpu_goes,
     }
 
 
@@ -403,7 +424,7 @@ async def _measure(stack: Stack, quick: bool) -> tuple[dict[str, Any], dict[str,
         await asyncio.sleep(1.0)
         # Warm-up: the consumer group's first join, the connections.
         await _throughput(stack, receiver, 20)
-        throughput = await _throughput(stack, receiver, 1000 if quick else 4000)
+        throughput = await _throughput(stack, receiver, 1000 if quick else 4000, cpu=True)
         week = await _encompass_week(stack, receiver, 150 if quick else 600)
     finally:
         stop.set()
@@ -421,6 +442,11 @@ def run(*, quick: bool = False) -> dict[str, Any]:
     stack.start_infrastructure()
     routing = _routing(stack.state_dir / "routing.toml")
     env = {
+        # Two processes, each with its consumer (the group shares the topics' 3 partitions) and
+        # its dispatcher (they share the work through SKIP LOCKED): both cores, as deployed.
+        "THREADLINE_NOTIFICATIONS_WORKERS": os.environ.get(
+            "THREADLINE_BENCH_NOTIFICATIONS_WORKERS", "2"
+        ),
         "THREADLINE_NOTIFICATIONS_ROUTING_FILE": str(routing),
         "THREADLINE_NOTIFICATIONS_DELIVERY_POLL_SECONDS": "0.5",
         "THREADLINE_LOG_LEVEL": "WARNING",
