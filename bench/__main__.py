@@ -10,7 +10,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import consent, ingest, linking, pipeline, timeline
+from bench import consent, ingest, linking, notifications, pipeline, timeline
 from shared.logging import configure_logging
 
 RESULTS = Path(__file__).parent / "results"
@@ -20,6 +20,7 @@ BENCHMARKS = {
     "consent": consent.run,
     "linking": linking.run,
     "timeline": timeline.run,
+    "notifications": notifications.run,
 }
 
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Annotated, Any
@@ -37,6 +38,8 @@ from shared.timers import TimerHandler, TimerScheduler
 
 log = get_logger(__name__)
 
+BackgroundWorker = Callable[["ServiceRuntime"], Awaitable[None]]
+
 
 @dataclass
 class ServiceDefinition:
@@ -52,6 +55,9 @@ class ServiceDefinition:
     # The database role the service's connections assume (e.g. one that may only append to a
     # ledger); None runs with the login user's own privileges.
     database_role: str | None = None
+    # Further background workers of the service (e.g. a delivery dispatcher), by name: each runs
+    # with the relay, consumers and timers, supervised the same way, until cancelled.
+    workers: Mapping[str, BackgroundWorker] = field(default_factory=dict)
 
 
 class ServiceRuntime:
@@ -124,6 +130,8 @@ class ServiceRuntime:
                 batch_size=self.settings.timers_batch_size,
             )
             self._tasks.append(self._supervised("timers", self.scheduler.run))
+        for name, worker in self.definition.workers.items():
+            self._tasks.append(self._supervised(name, functools.partial(worker, self)))
 
     async def _kafka_side(self) -> None:
         """Start the producer when Kafka is reachable, then the relay and the consumers."""

@@ -1,8 +1,24 @@
-"""Which events the notifications service handles, and with what."""
+"""Which events the notifications service handles, and with what (one registry, built with the
+service's configuration)."""
 
 from __future__ import annotations
 
-from services.notifications import service
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.consent.events import ConsentWithdrawn
+from services.linking.events import PersonsMerged, PersonsUnmerged, SubjectLinked
+from services.notifications import alerts, service
+from services.notifications.alerts import Setup
+from services.referrals.contacts.events import (
+    ChildProtectionPlanChanged,
+    DomesticAbuseIncidentRecorded,
+    LookedAfterStatusChanged,
+    SchoolAttendanceConcernRecorded,
+    UnscheduledCareAttendanceRecorded,
+)
 from services.referrals.events import (
     ReferralAcknowledged,
     ReferralAckOverdue,
@@ -15,16 +31,72 @@ from services.referrals.events import (
     ReferralPhoneFollowUpDue,
     ReferralReceived,
 )
-from shared.consumer import HandlerRegistry
+from shared.consumer import Handler, HandlerRegistry
+from shared.events.envelope import Envelope
+from shared.timers import DueTimer, TimerHandler
 
-registry = HandlerRegistry()
-registry.on(ReferralReceived)(service.referral_received)
-registry.on(ReferralAcknowledged)(service.referral_acknowledged)
-registry.on(ReferralAckOverdue)(service.acknowledgement_overdue)
-registry.on(ReferralDecided)(service.referral_decided)
-registry.on(ReferralFeedbackSent)(service.feedback_sent)
-registry.on(ReferralAssessmentCompleted)(service.assessment_completed)
-registry.on(ReferralDecisionOverdue)(service.decision_overdue)
-registry.on(ReferralFeedbackOverdue)(service.feedback_overdue)
-registry.on(ReferralAssessmentOverdue)(service.assessment_overdue)
-registry.on(ReferralPhoneFollowUpDue)(service.phone_follow_up_due)
+InboxHandler = Callable[[AsyncSession, Any, Envelope], Awaitable[None]]
+AlertHandler = Callable[[Setup, AsyncSession, Any, Envelope], Awaitable[None]]
+
+
+def _both(setup: Setup, inbox: InboxHandler | None, alert: AlertHandler | None) -> Handler:
+    """The MASH inbox's handler and the messages' handler, in the one transaction."""
+
+    async def handle(session: AsyncSession, event: Any, envelope: Envelope) -> None:
+        if inbox is not None:
+            await inbox(session, event, envelope)
+        if alert is not None:
+            await alert(setup, session, event, envelope)
+
+    return handle
+
+
+def build_registry(setup: Setup) -> HandlerRegistry:
+    registry = HandlerRegistry()
+    handlers: list[tuple[Any, InboxHandler | None, AlertHandler | None]] = [
+        (ReferralReceived, service.referral_received, alerts.referral_received),
+        (ReferralAcknowledged, service.referral_acknowledged, alerts.referral_acknowledged),
+        (ReferralAckOverdue, service.acknowledgement_overdue, alerts.ack_overdue),
+        (ReferralDecided, service.referral_decided, alerts.referral_decided),
+        (ReferralFeedbackSent, service.feedback_sent, alerts.feedback_sent),
+        (ReferralAssessmentCompleted, service.assessment_completed, None),
+        (ReferralDecisionOverdue, service.decision_overdue, alerts.overdue_handler("decision")),
+        (ReferralFeedbackOverdue, service.feedback_overdue, alerts.overdue_handler("feedback")),
+        (
+            ReferralAssessmentOverdue,
+            service.assessment_overdue,
+            alerts.overdue_handler("assessment"),
+        ),
+        (
+            ReferralPhoneFollowUpDue,
+            service.phone_follow_up_due,
+            alerts.overdue_handler("phone_follow_up"),
+        ),
+        (DomesticAbuseIncidentRecorded, None, alerts.domestic_abuse_incident),
+        (UnscheduledCareAttendanceRecorded, None, alerts.unscheduled_care),
+        (SchoolAttendanceConcernRecorded, None, alerts.attendance_concern),
+        (ChildProtectionPlanChanged, None, alerts.protection_status),
+        (LookedAfterStatusChanged, None, alerts.protection_status),
+        (SubjectLinked, None, alerts.subject_linked),
+        (PersonsMerged, None, alerts.persons_merged),
+        (PersonsUnmerged, None, alerts.persons_unmerged),
+        (ConsentWithdrawn, None, alerts.consent_withdrawn),
+    ]
+    for event_class, inbox, alert in handlers:
+        registry.on(event_class)(_both(setup, inbox, alert))
+    return registry
+
+
+def timer_handlers(setup: Setup) -> dict[str, TimerHandler]:
+    def bound(
+        handler: Callable[[Setup, AsyncSession, DueTimer, Any], Awaitable[None]],
+    ) -> TimerHandler:
+        async def fire(session: AsyncSession, timer: DueTimer, now: Any) -> None:
+            await handler(setup, session, timer, now)
+
+        return fire
+
+    return {
+        alerts.LINK_WAIT_TIMER: bound(alerts.link_wait_over),
+        alerts.REGISTRATION_TIMER: bound(alerts.registration_passed),
+    }

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.portal import dpo, endpoints, links, people, timeline
+from services.portal import dpo, endpoints, links, people, pupils, timeline
 from services.portal.api import ApiError, Apis
 from services.portal.endpoints import Forbidden, NotSignedIn, problem_page
 from services.portal.oidc import OpenIDClient
@@ -59,6 +59,7 @@ def create_app(settings: PortalSettings | None = None, *, configure_logs: bool =
     app.include_router(links.router)
     app.include_router(dpo.router)
     app.include_router(timeline.router)
+    app.include_router(pupils.router)
     web.mount_assets(app)
     _install_error_pages(app)
     return app

@@ -193,6 +193,7 @@ def _navigation(request: Request, session: Session | None) -> list[dict[str, Any
     items: list[tuple[str, str]] = []
     if session.person.role == "dsl":
         items = [("/referrals", "Your school's referrals"), ("/referrals/new", "Raise a concern")]
+        items.append(("/notifications", "Notifications about your pupils"))
     elif session.person.is_mash:
         items = [
             ("/mash/queue", "Triage queue"),

@@ -50,6 +50,13 @@ def test_production_refuses_every_development_default_at_once(
         "THREADLINE_AUTH_ISSUERS",
         '[{"issuer": "https://idp.example.nhs.uk", "jwks_uri": "https://idp.example.nhs.uk/k"}]',
     )
+    # The notifications service also holds its decision-point client secret and sends e-mail.
+    with pytest.raises(ValidationError) as refused:
+        NotificationsSettings()
+    for problem in ("CLIENT_SECRET must be set", "SMTP must use TLS"):
+        assert problem in str(refused.value)
+    monkeypatch.setenv("THREADLINE_NOTIFICATIONS_CLIENT_SECRET", "from-the-secret-store")
+    monkeypatch.setenv("THREADLINE_NOTIFICATIONS_SMTP_STARTTLS", "true")
     assert NotificationsSettings().environment == "production"
     # The referrals service also holds the master keys of the narrative encryption.
     with pytest.raises(ValidationError, match="development"):

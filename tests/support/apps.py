@@ -38,10 +38,22 @@ def referrals_settings(database_url: str, bootstrap: str, **overrides: Any) -> R
     return ReferralsSettings(**_common(database_url, bootstrap, overrides))
 
 
+# Nothing listens on the discard port: a test that gives the notifications service no decision
+# point, mail server or identity provider of its own must never reach a developer's stack.
+NOWHERE = "http://127.0.0.1:9"
+
+
 def notifications_settings(
     database_url: str, bootstrap: str, **overrides: Any
 ) -> NotificationsSettings:
-    return NotificationsSettings(**_common(database_url, bootstrap, overrides))
+    isolated = {
+        "consent_url": NOWHERE,
+        "identity_url": NOWHERE,
+        "smtp_port": 9,
+        "delivery_poll_seconds": 0.2,
+        **overrides,
+    }
+    return NotificationsSettings(**_common(database_url, bootstrap, isolated))
 
 
 def linking_settings(database_url: str, bootstrap: str, **overrides: Any) -> LinkingSettings:

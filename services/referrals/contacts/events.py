@@ -44,6 +44,17 @@ class ReportedAdult(BaseModel):
     postcode: str | None = None
 
 
+class AllocatedWorker(BaseModel):
+    """Whom to call about a child on a plan or looked after (CP-IS)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    name: str
+    team: str | None = None
+    telephone: str | None = None
+    email: str | None = None
+
+
 class ContactRecorded(Event):
     """What every contact event says: which contact, from whom, received when."""
 
@@ -121,6 +132,7 @@ class ChildProtectionPlanChanged(
     effective_date: date
     category: str
     local_authority_code: str
+    allocated_worker: AllocatedWorker | None = None
     subjects: list[ReportedChild]
 
 
@@ -138,4 +150,5 @@ class LookedAfterStatusChanged(
     legal_status: str
     placement_type: str | None = None
     local_authority_code: str
+    allocated_worker: AllocatedWorker | None = None
     subjects: list[ReportedChild]

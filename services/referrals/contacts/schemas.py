@@ -28,6 +28,7 @@ from pydantic import (
 
 from services.referrals.schemas import (
     AddressIn,
+    Email,
     PastDate,
     SchoolURN,
     Sex,
@@ -212,12 +213,29 @@ class SchoolAttendanceConcern(Strict):
         return end
 
 
+Telephone = Annotated[
+    str, StringConstraints(strip_whitespace=True, pattern=r"^\+?[0-9][0-9 ()-]{5,23}$")
+]
+
+
+class AllocatedWorker(Strict):
+    """Whom to call about the child: the allocated social worker and their team (CP-IS)."""
+
+    name: Text200
+    team: Text200 | None = None
+    telephone: Telephone | None = None
+    email: Email | None = None
+
+
 class ChildProtectionPlan(Strict):
     change: StatusChange
     effective_date: PastDate
     category: PlanCategory
     local_authority_code: LocalAuthorityCode = Field(
         description="The DfE three-digit number of the local authority that holds the plan"
+    )
+    allocated_worker: AllocatedWorker | None = Field(
+        default=None, description="Whom health professionals should call about the child"
     )
 
 
@@ -230,6 +248,9 @@ class LookedAfterStatus(Strict):
     )
     local_authority_code: LocalAuthorityCode = Field(
         description="The DfE three-digit number of the local authority looking after the child"
+    )
+    allocated_worker: AllocatedWorker | None = Field(
+        default=None, description="Whom health professionals should call about the child"
     )
 
     @field_validator("placement_type")

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.referrals import service as referral_service
 from services.referrals.contacts.events import (
+    AllocatedWorker,
     ChildProtectionPlanChanged,
     ContactRecorded,
     DomesticAbuseIncidentRecorded,
@@ -22,6 +23,7 @@ from services.referrals.contacts.events import (
 )
 from services.referrals.contacts.models import Contact, ContactSubject, ContactText
 from services.referrals.contacts.repository import ContactRepository
+from services.referrals.contacts.schemas import AllocatedWorker as AllocatedWorkerIn
 from services.referrals.contacts.schemas import (
     ChildPresentIn,
     ChildProtectionPlanIn,
@@ -273,6 +275,7 @@ def recorded_event(
                 effective_date=request.effective_date,
                 category=request.category.value,
                 local_authority_code=request.local_authority_code,
+                allocated_worker=_worker(request.allocated_worker),
                 subjects=reported,
             )
         case LookedAfterStatusIn():
@@ -283,8 +286,13 @@ def recorded_event(
                 legal_status=request.legal_status.value,
                 placement_type=request.placement_type.value if request.placement_type else None,
                 local_authority_code=request.local_authority_code,
+                allocated_worker=_worker(request.allocated_worker),
                 subjects=reported,
             )
+
+
+def _worker(worker: AllocatedWorkerIn | None) -> AllocatedWorker | None:
+    return AllocatedWorker.model_validate(worker.model_dump()) if worker else None
 
 
 # -- reading, with per-object authorisation -------------------------------------------------

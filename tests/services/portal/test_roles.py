@@ -35,6 +35,8 @@ PAGES: dict[str, tuple[frozenset[str], str, int]] = {
     "/referrals": (DSL, "/referrals", 200),
     "/referrals/new": (DSL, "/referrals/new", 200),
     "/referrals/{referral_id}": (DSL, f"/referrals/{UNKNOWN}", 404),
+    "/notifications": (DSL, "/notifications", 200),
+    "/notifications/{message_id}": (DSL, f"/notifications/{UNKNOWN}", 404),
     "/mash/queue": (MASH, "/mash/queue", 200),
     "/mash/referrals/{referral_id}": (MASH, f"/mash/referrals/{UNKNOWN}", 404),
     "/mash/referrals/{referral_id}/timeline": (MASH, f"/mash/referrals/{UNKNOWN}/timeline", 404),
@@ -62,6 +64,7 @@ PAGES: dict[str, tuple[frozenset[str], str, int]] = {
 #: Every action (POST), and who may take it.
 ACTIONS: dict[str, tuple[frozenset[str], str]] = {
     "/referrals/new": (DSL, "/referrals/new"),
+    "/notifications/{message_id}/acknowledge": (DSL, f"/notifications/{UNKNOWN}/acknowledge"),
     "/mash/referrals/{referral_id}/{action}": (MASH, f"/mash/referrals/{UNKNOWN}/decision"),
     "/mash/people": (MASH, "/mash/people"),
     "/mash/merges/{merge_id}/unmerge": (MASH, f"/mash/merges/{UNKNOWN}/unmerge"),
