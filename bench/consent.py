@@ -12,7 +12,7 @@
 - afterwards every entry the benchmark appended is verified, so the numbers are for a chain that
   holds.
 
-Ports from ``THREADLINE_BENCH_CONSENT_PORT_BASE`` (54410). Run it under
+Ports from ``THREADLINE_BENCH_CONSENT_PORT_BASE`` (24410). Run it under
 ``flock /tmp/threadline-bench.lock`` on a shared machine.
 """
 
@@ -51,7 +51,7 @@ from shared.disclosures import DisclosureRequest
 from shared.kafka import ensure_topics
 from shared.migrations import upgrade
 
-BASE = int(os.environ.get("THREADLINE_BENCH_CONSENT_PORT_BASE", 54410))
+BASE = int(os.environ.get("THREADLINE_BENCH_CONSENT_PORT_BASE", 24410))
 ENTRIES = int(os.environ.get("THREADLINE_BENCH_CONSENT_ENTRIES", 10_000_000))
 QUICK_ENTRIES = 200_000
 # The offered rate at which decide latency is measured (open loop).

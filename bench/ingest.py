@@ -18,7 +18,7 @@ What it measures (issue: ``make bench`` → ``bench/results/ingest.json``):
   wrk, this process) during the load, and a py-spy profile of the referrals (and
   notifications) process, summarised in ``bench/results/ingest-profile.txt``.
 
-Environment overrides: ``THREADLINE_BENCH_INGEST_PORT_BASE`` (default 54390),
+Environment overrides: ``THREADLINE_BENCH_INGEST_PORT_BASE`` (default 24390),
 ``THREADLINE_BENCH_INGEST_CONNECTIONS`` (one number skips the sweep; a comma list sweeps those),
 ``THREADLINE_BENCH_INGEST_SECONDS`` (main run length), ``THREADLINE_BENCH_INGEST_CEILING_SECONDS``,
 ``THREADLINE_BENCH_INGEST_CEILING_CONNECTIONS``, ``THREADLINE_BENCH_INGEST_PROFILE=0`` (no py-spy),
@@ -60,7 +60,7 @@ from shared.identifiers import (
 from shared.kafka import ensure_topics
 from shared.migrations import upgrade
 
-BASE = int(os.environ.get("THREADLINE_BENCH_INGEST_PORT_BASE", 54390))
+BASE = int(os.environ.get("THREADLINE_BENCH_INGEST_PORT_BASE", 24390))
 RESULTS = Path(__file__).parent / "results"
 PROFILE_FILE = RESULTS / "ingest-profile.txt"
 CLIENTS = ("oakfield-primary", "brookside-primary", "demo-nhs-trust", "demo-police")

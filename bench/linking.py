@@ -7,7 +7,7 @@ Run it under the machine's benchmark lock (other engineers share the two cores):
 
     flock /tmp/threadline-bench.lock .venv/bin/python -m bench --only linking
 
-Its stack (PostgreSQL only) lives under ``var/bench-linking`` on ports from 54430
+Its stack (PostgreSQL only) lives under ``var/bench-linking`` on ports from 24430
 (``THREADLINE_BENCH_LINKING_PORT_BASE``).
 """
 
@@ -44,7 +44,7 @@ from services.linking.synthetic import GeneratedRecord, generate, write_csv
 from shared.db import Database, asyncpg_dsn
 from shared.migrations import upgrade
 
-BASE = int(os.environ.get("THREADLINE_BENCH_LINKING_PORT_BASE", 54430))
+BASE = int(os.environ.get("THREADLINE_BENCH_LINKING_PORT_BASE", 24430))
 RESULTS = Path(__file__).parent / "results"
 ACCURACY_SEED = 1  # the shipped model was trained on seed 424242: never evaluate on it
 SPEED_SEED = 7

@@ -45,7 +45,7 @@ from shared.identifiers import nhs_check_digit, upn_check_letter
 from shared.kafka import ensure_topics, make_producer
 from shared.migrations import upgrade
 
-BASE = int(os.environ.get("THREADLINE_BENCH_NOTIFICATIONS_PORT_BASE", 55150))
+BASE = int(os.environ.get("THREADLINE_BENCH_NOTIFICATIONS_PORT_BASE", 25150))
 RECEIVER_PORT = BASE + 40
 SECRET = "whsec_" + "YmVuY2gtbm90aWZpY2F0aW9ucy1zZWNyZXQtMDAwMQ=="  # 32 bytes, bench only
 SERVICES = ("identity", "consent", "linking", "notifications")

@@ -32,7 +32,7 @@ from shared.migrations import upgrade
 from shared.outbox import OutboxRelay
 from shared.plumbing import attach_plumbing
 
-BASE = int(os.environ.get("THREADLINE_BENCH_PORT_BASE", 54370))
+BASE = int(os.environ.get("THREADLINE_BENCH_PORT_BASE", 24370))
 BENCH_TOPIC = "threadline.bench.v1"  # no service reads it, so the bench load stays its own
 metadata = service_metadata("bench")
 plumbing = attach_plumbing(metadata)

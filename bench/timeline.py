@@ -26,7 +26,7 @@
    from the live model (which holds the bulk-loaded rows too, so those are the expected
    differences), and an extrapolation to the 10-million-entry model.
 
-Ports from ``THREADLINE_BENCH_TIMELINE_PORT_BASE`` (54450). ``THREADLINE_BENCH_TIMELINE_REUSE=1``
+Ports from ``THREADLINE_BENCH_TIMELINE_PORT_BASE`` (24450). ``THREADLINE_BENCH_TIMELINE_REUSE=1``
 keeps the loaded model (and the topics) of an earlier run. Run it under
 ``flock /tmp/threadline-bench.lock`` on a shared machine (``make bench`` does).
 """
@@ -103,7 +103,7 @@ from shared.events.registry import spec_for_type
 from shared.kafka import ensure_topics, make_producer
 from shared.migrations import upgrade
 
-BASE = int(os.environ.get("THREADLINE_BENCH_TIMELINE_PORT_BASE", 54450))
+BASE = int(os.environ.get("THREADLINE_BENCH_TIMELINE_PORT_BASE", 24450))
 ENTRIES = int(os.environ.get("THREADLINE_BENCH_TIMELINE_ENTRIES", 10_000_000))
 QUICK_ENTRIES = 200_000
 # Keep the loaded model and the topics of an earlier run (var/bench-timeline) and measure again.

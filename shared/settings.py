@@ -20,7 +20,7 @@ from shared.auth import DEV_ISSUER, IssuerConfig
 
 Environment = Literal["development", "test", "production"]
 
-DEV_DATABASE_URL = "postgresql+asyncpg://threadline@127.0.0.1:54320/threadline"
+DEV_DATABASE_URL = "postgresql+asyncpg://threadline@127.0.0.1:24320/threadline"
 DEV_KAFKA = "127.0.0.1:19092"
 
 

@@ -41,7 +41,7 @@ async def _create_test_schema(url: str) -> None:
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
-    stack = Stack.isolated("test", base_port=_port("THREADLINE_TEST_PORT_BASE", 54330))
+    stack = Stack.isolated("test", base_port=_port("THREADLINE_TEST_PORT_BASE", 24330))
     # One test session at a time per set of ports, whichever checkout it runs from: a second
     # `pytest` waits here rather than taking the first one's database and broker from under it.
     lock_path = Path(tempfile.gettempdir(), f"threadline-test-stack-{stack.pg_port}.lock")

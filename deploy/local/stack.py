@@ -61,7 +61,7 @@ class Stack:
             state_dir=var / "dev",
             log_dir=var / "log",
             run_dir=var / "run",
-            pg_port=_env_int("THREADLINE_PG_PORT", 54320),
+            pg_port=_env_int("THREADLINE_PG_PORT", 24320),
             kafka_port=_env_int("THREADLINE_KAFKA_PORT", 19092),
             kafka_controller_port=_env_int("THREADLINE_KAFKA_CONTROLLER_PORT", 19093),
             service_ports={
@@ -170,10 +170,9 @@ class Stack:
     def service_pid(self, service: str) -> int | None:
         try:
             pid = int(self.pid_file(service).read_text().strip())
-            os.kill(pid, 0)
-        except (FileNotFoundError, ValueError, ProcessLookupError):
+        except (FileNotFoundError, ValueError):
             return None
-        return pid
+        return pid if _alive(pid) else None  # a child that exited is a zombie until reaped
 
     def start_service(self, service: str, extra_env: Mapping[str, str] | None = None) -> int:
         """Start a service process unless one is already running; returns its pid.
@@ -214,7 +213,8 @@ class Stack:
         while time.monotonic() < deadline:
             if self.service_pid(service) is None:
                 raise RuntimeError(
-                    f"{service} exited during start-up; see {self.log_dir / (service + '.log')}"
+                    f"{service} exited during start-up; the end of "
+                    f"{self.log_dir / (service + '.log')}:\n{self.log_tail(service)}"
                 )
             try:
                 response = httpx.get(f"{self.url(service)}/readyz", timeout=3.0)
@@ -224,7 +224,17 @@ class Stack:
             except httpx.HTTPError as error:
                 last = repr(error)
             time.sleep(0.3)
-        raise TimeoutError(f"{service} not ready after {timeout}s: {last}")
+        raise TimeoutError(
+            f"{service} not ready after {timeout}s: {last}; the end of its log:\n"
+            f"{self.log_tail(service)}"
+        )
+
+    def log_tail(self, service: str, lines: int = 30) -> str:
+        try:
+            text = (self.log_dir / f"{service}.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
 
     def stop_service(self, service: str, timeout: float = 20.0) -> None:
         for name in (service, f"{service}-work"):

@@ -17,7 +17,7 @@ from deploy.local.stack import REPO_ROOT
 from services.catalogue import SERVICES
 from tests.services.factories import referral_body
 
-BASE = int(os.environ.get("THREADLINE_SMOKE_PORT_BASE", 54350))
+BASE = int(os.environ.get("THREADLINE_SMOKE_PORT_BASE", 24350))
 PORTS = {service: BASE + 10 + i for i, service in enumerate(SERVICES)}
 
 
