@@ -527,8 +527,7 @@ async def _run(quick: bool) -> dict[str, Any]:
     stack = _stack()
     previous = RESULTS_FILE.exists() and json.loads(RESULTS_FILE.read_text())
     if not REUSE:
-        stack.postgres.wipe()
-        stack.kafka.wipe()
+        stack.wipe()
     stack.start_infrastructure()
     work_dir = stack.state_dir / "work"
     work_dir.mkdir(parents=True, exist_ok=True)

@@ -2072,8 +2072,7 @@ def run(*, quick: bool = False) -> dict[str, Any]:
     stack = _stack()
     work_dir = stack.state_dir / "bench"
     stack.stop_services()
-    stack.postgres.wipe()
-    stack.kafka.wipe()
+    stack.wipe()
     shutil.rmtree(stack.log_dir, ignore_errors=True)
     shutil.rmtree(work_dir, ignore_errors=True)
     work_dir.mkdir(parents=True, exist_ok=True)

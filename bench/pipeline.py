@@ -277,8 +277,7 @@ async def _intake_and_end_to_end(stack: Stack, requests: int, concurrency: int) 
 def run(*, quick: bool = False) -> dict[str, Any]:
     stack = _stack()
     stack.stop_services()
-    stack.postgres.wipe()
-    stack.kafka.wipe()
+    stack.wipe()
     shutil.rmtree(stack.log_dir, ignore_errors=True)
     stack.start_infrastructure()
     try:

@@ -1397,8 +1397,7 @@ async def _run(quick: bool) -> dict[str, Any]:
         fixture = json.loads(fixture_file.read_text())
         reuse = fixture["target_entries"] == target
     if not reuse:
-        stack.postgres.wipe()
-        stack.kafka.wipe()
+        stack.wipe()
         fixture_file.unlink(missing_ok=True)
     shutil.rmtree(stack.log_dir, ignore_errors=True)
     timings: dict[str, float] = {}

@@ -47,8 +47,7 @@ def stack() -> Iterator[Stack]:
     lock_path = Path(tempfile.gettempdir(), f"threadline-test-stack-{stack.pg_port}.lock")
     lock = lock_path.open("w")  # held for the whole session, closed below
     fcntl.flock(lock, fcntl.LOCK_EX)
-    stack.postgres.wipe()
-    stack.kafka.wipe()
+    stack.wipe()
     stack.start_infrastructure()
     try:
         for service in MIGRATED:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -114,6 +115,14 @@ class Stack:
     @property
     def database_url(self) -> str:
         return self.postgres.url(self.database)
+
+    def wipe(self) -> None:
+        """Delete the stack's data: the database, the broker's log, and the consent ledger's
+        signed checkpoints, which describe that database's ledger and no other (a checkpoint
+        left by an earlier run makes a new ledger's check fail: "the chain was rewritten")."""
+        self.postgres.wipe()
+        self.kafka.wipe()
+        shutil.rmtree(self.state_dir / "consent" / "checkpoints", ignore_errors=True)
 
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.service_ports[service]}"
