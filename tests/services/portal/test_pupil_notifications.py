@@ -7,7 +7,6 @@ test-results/portal/, and axe-core finds no serious or critical violation."""
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import httpx
 import pytest
 from playwright.async_api import Browser, expect
 
-from deploy.local.stack import REPO_ROOT, Stack
+from deploy.local.stack import REPO_ROOT
 from tests.services.notifications.support import (
     linked_in_notifications,
     police_incident,
@@ -28,32 +27,6 @@ from tests.services.portal.test_browser import Pages, signed_in
 from tests.support.kafka import eventually
 
 pytestmark = pytest.mark.timeout(300)
-
-PROCESSES = ("identity", "referrals", "consent", "linking", "notifications", "portal")
-
-
-@pytest.fixture(scope="module")
-def encompass_stack(stack: Stack) -> Iterator[PortalStack]:
-    """The portal's processes plus the consent and linking services the notice needs; stopped
-    after this module (the notifications process joins the in-process tests' consumer group)."""
-    env = {"THREADLINE_LOG_JSON": "true", "THREADLINE_TIMERS_POLL_SECONDS": "0.5"}
-    try:
-        for name in PROCESSES:
-            stack.start_service(name, env)
-        for name in PROCESSES:
-            stack.wait_service_ready(name, timeout=90)
-        yield PortalStack(
-            portal=stack.url("portal"),
-            identity=stack.url("identity"),
-            referrals=stack.url("referrals"),
-            notifications=stack.url("notifications"),
-            consent=stack.url("consent"),
-            linking=stack.url("linking"),
-            timeline=stack.url("timeline"),
-        )
-    finally:
-        for name in reversed(PROCESSES):
-            stack.stop_service(name)
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +48,9 @@ def _client_token(identity: str, client_id: str) -> dict[str, str]:
 
 
 async def test_the_dsl_reads_and_acknowledges_a_police_notification_about_a_pupil(
-    encompass_stack: PortalStack, browser: Browser, pages: Pages, database_url: str
+    portal_stack: PortalStack, browser: Browser, pages: Pages, database_url: str
 ) -> None:
-    stack = encompass_stack
+    stack = portal_stack
     school = _client_token(stack.identity, "oakfield-primary")
     police = _client_token(stack.identity, "demo-police")
     child = unique_child(school_urn="100001")
