@@ -59,8 +59,8 @@ def create_app(
             resources.push_async_callback(webhook.aclose)
             decider = decide
             if decider is None:
-                client, http = decision_client(settings)
-                resources.push_async_callback(http.aclose)
+                client, tokens = decision_client(settings)
+                resources.push_async_callback(tokens.aclose)
                 resources.push_async_callback(client.aclose)
                 decider = client.decide
             dispatcher = Dispatcher(

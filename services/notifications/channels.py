@@ -21,6 +21,7 @@ from services.notifications import webhooks
 from services.notifications.routing import Routing
 from services.notifications.settings import NotificationsSettings
 from shared.disclosures import DisclosureClient
+from shared.tokens import ClientCredentials, platform_tokens
 
 
 @dataclass(frozen=True)
@@ -140,47 +141,10 @@ def _retry_after(response: httpx.Response) -> float | None:
     return float(value) if value.isdigit() else None
 
 
-class ClientCredentials:
-    """An access token for the decision point, from the identity provider, renewed a minute
-    before it expires."""
-
-    def __init__(
-        self,
-        http: httpx.AsyncClient,
-        token_url: str,
-        client_id: str,
-        client_secret: str,
-        *,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._http = http
-        self._token_url = token_url
-        self._auth = (client_id, client_secret)
-        self._monotonic = monotonic
-        self._token: str | None = None
-        self._renew_at = 0.0
-
-    async def __call__(self) -> str:
-        if self._token is None or self._monotonic() >= self._renew_at:
-            response = await self._http.post(
-                self._token_url,
-                data={"grant_type": "client_credentials", "audience": "threadline:consent"},
-                auth=self._auth,
-            )
-            response.raise_for_status()
-            answer = response.json()
-            self._token = str(answer["access_token"])
-            self._renew_at = self._monotonic() + max(0.0, float(answer.get("expires_in", 300)) - 60)
-        return self._token
-
-
-def decision_client(settings: NotificationsSettings) -> tuple[DisclosureClient, httpx.AsyncClient]:
-    """The decision point's client for a deployed service (and the HTTP client to close)."""
-    http = httpx.AsyncClient(timeout=10.0)
-    tokens = ClientCredentials(
-        http, f"{settings.identity_url}/oauth2/token", settings.client_id, settings.client_secret
-    )
-    return DisclosureClient(settings.consent_url, tokens), http
+def decision_client(settings: NotificationsSettings) -> tuple[DisclosureClient, ClientCredentials]:
+    """The decision point's client for a deployed service, and its token source (to close)."""
+    tokens = platform_tokens(settings)
+    return DisclosureClient(settings.consent_url, token=tokens), tokens
 
 
 Decide = Callable[..., Awaitable[Any]]

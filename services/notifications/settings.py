@@ -5,12 +5,10 @@ from typing import ClassVar
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import ServiceSettings
-
-DEV_CLIENT_SECRET = "dev-secret-threadline-platform"  # noqa: S105 - the development IdP's demo
+from shared.settings import DisclosingSettings
 
 
-class NotificationsSettings(ServiceSettings):
+class NotificationsSettings(DisclosingSettings):
     service_name: ClassVar[str] = "notifications"
     default_port: ClassVar[int] = 8103
     model_config = SettingsConfigDict(env_prefix="THREADLINE_NOTIFICATIONS_", extra="ignore")
@@ -20,13 +18,9 @@ class NotificationsSettings(ServiceSettings):
     # Where people read messages (links in e-mails and webhooks).
     portal_url: str = "http://127.0.0.1:8105"
 
-    # The consent service's decision point, asked before any message with personal data goes,
-    # with a token from the identity provider (client credentials of a platform client that
-    # may ask on the agencies' behalf: scopes disclosures:decide disclosures:delegate).
-    consent_url: str = "http://127.0.0.1:8102"
-    identity_url: str = "http://127.0.0.1:8100"  # its /oauth2/token issues the token
-    client_id: str = "threadline-platform"
-    client_secret: str = DEV_CLIENT_SECRET
+    # The consent service's decision point is asked before any message with personal data goes
+    # (consent_url, identity_url or token_url, client_id, client_secret: DisclosingSettings),
+    # as the platform client, which may ask on the agencies' behalf.
 
     # E-mail (SMTP). In production use STARTTLS or implicit TLS and an authenticated relay.
     smtp_host: str = "127.0.0.1"
@@ -59,8 +53,6 @@ class NotificationsSettings(ServiceSettings):
 
     def production_problems(self) -> list[str]:
         problems = super().production_problems()
-        if self.client_secret == DEV_CLIENT_SECRET:
-            problems.append("THREADLINE_NOTIFICATIONS_CLIENT_SECRET must be set")
         if not (self.smtp_starttls or self.smtp_tls):
             problems.append("SMTP must use TLS (THREADLINE_NOTIFICATIONS_SMTP_STARTTLS or _TLS)")
         return problems

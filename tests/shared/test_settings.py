@@ -50,12 +50,20 @@ def test_production_refuses_every_development_default_at_once(
         "THREADLINE_AUTH_ISSUERS",
         '[{"issuer": "https://idp.example.nhs.uk", "jwks_uri": "https://idp.example.nhs.uk/k"}]',
     )
-    # The notifications service also holds its decision-point client secret and sends e-mail.
+    # The notifications service also asks the decision point (as every disclosing service does:
+    # a platform client secret, https to consent and the token endpoint) and sends e-mail.
     with pytest.raises(ValidationError) as refused:
         NotificationsSettings()
-    for problem in ("CLIENT_SECRET must be set", "SMTP must use TLS"):
+    for problem in (
+        "THREADLINE_NOTIFICATIONS_CLIENT_SECRET must be set",
+        "CONSENT_URL (or THREADLINE_CONSENT_URL) must be https",
+        "TOKEN_URL (or THREADLINE_IDENTITY_URL) must be https",
+        "SMTP must use TLS",
+    ):
         assert problem in str(refused.value)
     monkeypatch.setenv("THREADLINE_NOTIFICATIONS_CLIENT_SECRET", "from-the-secret-store")
+    monkeypatch.setenv("THREADLINE_CONSENT_URL", "https://consent.threadline.example")
+    monkeypatch.setenv("THREADLINE_IDENTITY_URL", "https://idp.threadline.example")
     monkeypatch.setenv("THREADLINE_NOTIFICATIONS_SMTP_STARTTLS", "true")
     assert NotificationsSettings().environment == "production"
     # The referrals service also holds the master keys of the narrative encryption.
