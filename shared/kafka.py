@@ -30,7 +30,12 @@ def make_producer(bootstrap_servers: str, *, client_id: str) -> AIOKafkaProducer
 
 
 def make_consumer(
-    bootstrap_servers: str, *, group_id: str, client_id: str, topics: Iterable[str] = ()
+    bootstrap_servers: str,
+    *,
+    group_id: str,
+    client_id: str,
+    topics: Iterable[str] = (),
+    max_poll_records: int = 100,
 ) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
         *topics,
@@ -40,7 +45,7 @@ def make_consumer(
         enable_auto_commit=False,  # offsets are committed only after the DB transaction
         auto_offset_reset="earliest",  # a new group reads what was published before it existed
         isolation_level="read_committed",
-        max_poll_records=100,
+        max_poll_records=max_poll_records,
         session_timeout_ms=10000,
         heartbeat_interval_ms=3000,
     )

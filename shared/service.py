@@ -172,6 +172,7 @@ class ServiceRuntime:
             self.settings.kafka_bootstrap_servers,
             group_id=self.settings.consumer_group,
             client_id=f"threadline-{self.definition.name}-consumer",
+            max_poll_records=self.settings.consumer_batch_size,
         )
         await consumer.start()
         try:
@@ -185,6 +186,7 @@ class ServiceRuntime:
                 max_attempts=self.settings.consumer_max_attempts,
                 backoff=self.settings.consumer_backoff_seconds,
                 backoff_max=self.settings.consumer_backoff_max_seconds,
+                max_batch=self.settings.consumer_batch_size,
             )
             if self.stopping:
                 return

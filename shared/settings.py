@@ -74,6 +74,8 @@ class ServiceSettings(BaseSettings):
     # Consumers
     consumers_enabled: bool = True
     consumer_max_attempts: int = 5
+    # Records a consumer fetches and applies in one transaction (Kafka's max_poll_records too).
+    consumer_batch_size: int = Field(default=100, ge=1, le=5000)
     consumer_backoff_seconds: float = 0.2
     consumer_backoff_max_seconds: float = 5.0
 

@@ -75,3 +75,21 @@ async def test_metrics_report_outbox_timers_and_consumer_lag(
         line for line in text.splitlines() if line.startswith("threadline_timers_pending{")
     )
     assert float(pending.rsplit(" ", 1)[1]) >= 1
+
+
+async def test_the_consumer_batch_size_setting_reaches_the_kafka_consumer_and_the_runner(
+    database_url: str, bootstrap: str
+) -> None:
+    """``THREADLINE_<SERVICE>_CONSUMER_BATCH_SIZE``: records fetched per poll and applied per
+    transaction are the same number, so a bigger batch is one transaction, not several."""
+    settings = consent_settings(database_url, bootstrap, consumer_batch_size=250)
+    app = create_consent(settings, configure_logs=False)
+    async with serving(app):
+        runtime = app.state.runtime
+
+        async def running() -> bool:
+            return runtime.consumer_runner is not None
+
+        await eventually(running, timeout=20)
+        assert runtime.consumer_runner.max_batch == 250
+        assert runtime.consumer_runner.consumer._max_poll_records == 250
