@@ -40,7 +40,7 @@ from services.consent.writer import LedgerWriter
 from shared.auth import Principal, require_scope
 from shared.disclosures import DisclosureDecision, DisclosureRequest
 from shared.errors import DomainError, NotFound
-from shared.schemas import MAX_BIGINT, Offset, QueryText
+from shared.schemas import MAX_BIGINT, IsoDateTime, Offset, QueryText
 from shared.service import ClockDep, SessionDep
 
 router = APIRouter(prefix="/v1", tags=["consent"])
@@ -217,8 +217,8 @@ def decision_filter(
         default=False, description="Only disclosures made without a consent given"
     ),
     overridden: bool = Query(default=False, description="Only overrides of a refusal"),
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: IsoDateTime | None = None,
+    until: IsoDateTime | None = None,
 ) -> DecisionFilter:
     return DecisionFilter(
         subject_id=subject_id,

@@ -39,4 +39,4 @@ def processes(stack: Stack, services: tuple[str, ...] = ("identity", *APIS)) -> 
             stack.stop_service(service)
 
 
-__all__ = ["ISSUER", "APIS", "processes"]
+__all__ = ["APIS", "ISSUER", "processes"]
