@@ -315,3 +315,38 @@ async def test_every_cell_of_the_matrix_gets_the_designed_answer(
     )
     assert unexpected_success == []
     assert wrong_refusal == []
+
+
+def _declared_scopes(dependant: Any) -> frozenset[str] | None:
+    """The scopes a route's ``require_scope`` dependency admits (None when it has none)."""
+    for sub in dependant.dependencies:
+        closure = dict(
+            zip(sub.call.__code__.co_freevars, sub.call.__closure__ or (), strict=True)
+        ) if hasattr(sub.call, "__code__") else {}  # fmt: skip
+        if "scopes" in closure:
+            return frozenset(closure["scopes"].cell_contents)
+        found = _declared_scopes(sub)
+        if found is not None:
+            return found
+    return None
+
+
+def test_the_policy_scopes_are_the_ones_the_code_requires() -> None:
+    """Read from each route's dependencies, so a scope changed in code without the policy
+    (or the other way round) fails here rather than passing the matrix by accident."""
+    from fastapi.routing import APIRoute
+
+    db, broker = "postgresql+asyncpg://nobody@127.0.0.1:1/none", "127.0.0.1:1"
+    differ = []
+    for service, (create_app, settings) in SERVICES.items():
+        app = create_app(settings(db, broker, **QUIET), configure_logs=False)
+        for router in app.state.definition.routers:
+            for route in router.routes:
+                if not isinstance(route, APIRoute):
+                    continue
+                declared = _declared_scopes(route.dependant) or ALL
+                for method in route.methods:
+                    rule = POLICY[(service, method, route.path_format)]
+                    if rule.scopes != declared:
+                        differ.append((service, method, route.path, rule.scopes, declared))
+    assert differ == []
