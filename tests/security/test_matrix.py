@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -241,20 +242,24 @@ def _outcome(status: int, expected: str, owner: str) -> str:
     return "allowed"
 
 
+@asynccontextmanager
+async def every_service(
+    database_url: str, bootstrap: str, **overrides: Any
+) -> AsyncIterator[dict[str, tuple[FastAPI, httpx.AsyncClient]]]:
+    """Every API service in-process (no relay, consumers or timers): its app and a client."""
+    async with AsyncExitStack() as stack:
+        running = {}
+        for service, (create_app, settings) in SERVICES.items():
+            settings_ = settings(database_url, bootstrap, **QUIET, **overrides)
+            app = create_app(settings_, configure_logs=False)
+            running[service] = (app, await stack.enter_async_context(apps.serving(app)))
+        yield running
+
+
 @pytest.fixture(scope="module")
 async def running(database_url: str, bootstrap: str) -> AsyncIterator[dict[str, Any]]:
-    clients: dict[str, Any] = {}
-    contexts = []
-    for service, (create_app, settings) in SERVICES.items():
-        app = create_app(settings(database_url, bootstrap, **QUIET), configure_logs=False)
-        context = apps.serving(app)
-        clients[service] = (app, await context.__aenter__())
-        contexts.append(context)
-    try:
+    async with every_service(database_url, bootstrap) as clients:
         yield clients
-    finally:
-        for context in reversed(contexts):
-            await context.__aexit__(None, None, None)
 
 
 async def test_every_cell_of_the_matrix_gets_the_designed_answer(

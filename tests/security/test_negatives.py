@@ -26,7 +26,15 @@ from services.portal.endpoints import CSRF_FIELD, SESSION_COOKIE
 from services.portal.sessions import Person
 from services.portal.settings import PortalSettings
 from tests.security import results
-from tests.security.test_matrix import OPERATIONAL, POLICY, QUIET, ROLES, SERVICES, Role
+from tests.security.test_matrix import (
+    OPERATIONAL,
+    POLICY,
+    QUIET,
+    ROLES,
+    SERVICES,
+    Role,
+    every_service,
+)
 from tests.services.factories import OWN_WORDS, WHAT_HAPPENED, referral_body
 from tests.services.test_contacts_api import police_incident
 from tests.support import apps
@@ -127,29 +135,10 @@ class _AnyId(dict[str, str]):
 
 @pytest.fixture(scope="module")
 async def limited(database_url: str, bootstrap: str) -> AsyncIterator[dict[str, Any]]:
-    """Every API service in-process, with a small body limit and rate (so both are cheap to hit)."""
-    running: dict[str, Any] = {}
-    contexts = []
-    for service, (create_app, settings) in SERVICES.items():
-        app = create_app(
-            settings(
-                database_url,
-                bootstrap,
-                max_body_bytes=MAX_BODY,
-                rate_limit_per_second=0.5,
-                rate_limit_burst=BURST,
-                **QUIET,
-            ),
-            configure_logs=False,
-        )
-        context = apps.serving(app)
-        running[service] = (app, await context.__aenter__())
-        contexts.append(context)
-    try:
+    """Every API service with a small body limit and rate (so both are cheap to hit)."""
+    limits = {"max_body_bytes": MAX_BODY, "rate_limit_per_second": 0.5, "rate_limit_burst": BURST}
+    async with every_service(database_url, bootstrap, **limits) as running:
         yield running
-    finally:
-        for context in reversed(contexts):
-            await context.__aexit__(None, None, None)
 
 
 def _routes(app: FastAPI) -> list[tuple[str, str]]:

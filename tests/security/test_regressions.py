@@ -12,8 +12,7 @@ from sqlalchemy import func, select
 
 from services.consent.models import ConsentRecord
 from shared.db import Database
-from tests.security.test_matrix import QUIET, SERVICES
-from tests.support import apps
+from tests.security.test_matrix import every_service
 from tests.support.tokens import bearer
 
 BIG = 149778879271680763494400  # beyond PostgreSQL's BIGINT: the driver refused it (500)
@@ -35,19 +34,8 @@ READER = bearer(scopes="referrals:read")
 
 @pytest.fixture(scope="module")
 async def clients(database_url: str, bootstrap: str) -> AsyncIterator[dict[str, Any]]:
-    running: dict[str, Any] = {}
-    contexts = []
-    for service, (create_app, settings) in SERVICES.items():
-        context = apps.serving(
-            create_app(settings(database_url, bootstrap, **QUIET), configure_logs=False)
-        )
-        running[service] = await context.__aenter__()
-        contexts.append(context)
-    try:
-        yield running
-    finally:
-        for context in reversed(contexts):
-            await context.__aexit__(None, None, None)
+    async with every_service(database_url, bootstrap) as running:
+        yield {service: client for service, (_, client) in running.items()}
 
 
 def _fields(response: httpx.Response) -> set[str]:
