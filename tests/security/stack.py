@@ -22,6 +22,7 @@ def processes(stack: Stack, services: tuple[str, ...] = ("identity", *APIS)) -> 
         {"issuer": stack.url("identity"), "jwks_uri": f"{stack.url('identity')}/jwks.json"},
         test_issuer().model_dump(exclude_none=True),
     ]
+    before = dict(stack.extra_env)
     stack.extra_env.update(
         {
             "THREADLINE_AUTH_ISSUERS": json.dumps(trusted),
@@ -37,6 +38,8 @@ def processes(stack: Stack, services: tuple[str, ...] = ("identity", *APIS)) -> 
     finally:
         for service in reversed(services):
             stack.stop_service(service)
+        stack.extra_env.clear()
+        stack.extra_env.update(before)  # the session's stack is shared with later tests
 
 
 __all__ = ["APIS", "ISSUER", "processes"]
