@@ -10,14 +10,15 @@ PORTAL     := services/portal
 CHROMIUM   ?= /usr/bin/chromium
 
 .DEFAULT_GOAL := help
-.PHONY: help install assets browser up down status seed-demo test test-all lint typecheck bench docs clean reset
+.PHONY: help install assets browser up down status seed-demo test test-all security lint typecheck bench docs clean reset
 
 help:
 	@echo "make up         start PostgreSQL, Kafka and every service, seed a demo, print the URLs"
 	@echo "make down       stop everything 'make up' started"
 	@echo "make status     what is running"
 	@echo "make test       the test suite (starts its own PostgreSQL and Kafka)"
-	@echo "make test-all   the test suite including slow suites (marked @pytest.mark.slow)"
+	@echo "make test-all   the test suite including slow suites (marked slow or security)"
+	@echo "make security   the attack suites (tests/security), results in bench/results/security.json"
 	@echo "make lint       ruff and mypy"
 	@echo "make bench      benchmarks, results in bench/results/"
 	@echo "make docs       regenerate docs/events.md from the event registry"
@@ -67,10 +68,16 @@ seed-demo: install
 	$(BIN)/threadline seed-demo
 
 test: install
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow and not security"
 
 test-all: install
 	$(BIN)/python -m pytest
+
+# The attack suites: the authorisation matrix, token, body, rate, webhook, CSRF and dump negatives
+# (also in `make test`), and schemathesis against every service as a real process (marked
+# security). Writes bench/results/security.json and prints its table; see docs/security.md.
+security: install
+	$(BIN)/python -m pytest tests/security -m "" -p no:cacheprovider
 
 lint: install
 	$(BIN)/ruff check .

@@ -475,3 +475,40 @@ def _challenge(error: str | None, description: str, *, scope: str | None = None)
 def _header_safe(text: str) -> str:
     """RFC 6750 §3: only %x20-21 / %x23-5B / %x5D-7E inside these quoted strings."""
     return "".join(c if " " <= c <= "~" and c not in '"\\' else "'" for c in text)
+
+
+def _needs_principal(dependant: Any) -> bool:
+    return any(
+        sub.call is current_principal or _needs_principal(sub) for sub in dependant.dependencies
+    )
+
+
+def declare_bearer_security(app: FastAPI, routers: Sequence[Any]) -> None:
+    """Say in the app's OpenAPI which operations need a bearer token (those that depend on
+    :func:`current_principal`), so that clients, the docs' "Authorize" button and schemathesis's
+    ``ignored_auth`` check know; the rule itself is enforced by the dependency, not by this."""
+    from fastapi.openapi.utils import get_openapi
+    from fastapi.routing import APIRoute
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            }
+            routes = [route for router in routers for route in router.routes]
+            for route in routes:
+                if isinstance(route, APIRoute) and _needs_principal(route.dependant):
+                    operations = schema["paths"].get(route.path_format, {})
+                    for method in route.methods or ():
+                        if method.lower() in operations:
+                            operations[method.lower()]["security"] = [{"bearer": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

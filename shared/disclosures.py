@@ -23,6 +23,8 @@ from uuid import UUID
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from shared.schemas import RequestModel
+
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Rationale = Annotated[str, StringConstraints(strip_whitespace=True, min_length=10, max_length=4000)]
 Slug = Annotated[
@@ -100,7 +102,7 @@ class Outcome(StrEnum):
     DO_NOT_SHARE = "do_not_share"
 
 
-class Strict(BaseModel):
+class Strict(RequestModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
 
 

@@ -21,7 +21,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import outbox, timers
-from shared.auth import TokenValidator, install_auth
+from shared.auth import TokenValidator, declare_bearer_security, install_auth
 from shared.clock import Clock, SystemClock
 from shared.consumer import ConsumerRunner, HandlerRegistry
 from shared.db import Database, asyncpg_dsn
@@ -420,6 +420,7 @@ def create_service_app(
     app.add_middleware(CorrelationMiddleware)
     install_error_handlers(app)
     install_auth(app, validator)
+    declare_bearer_security(app, definition.routers)
     app.include_router(_operations_router())
     for router in definition.routers:
         app.include_router(router)

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import HTMLResponse
+from pydantic import Field
 from sqlalchemy import Row
 
 from services.consent import export, integrity, service
@@ -39,6 +40,7 @@ from services.consent.writer import LedgerWriter
 from shared.auth import Principal, require_scope
 from shared.disclosures import DisclosureDecision, DisclosureRequest
 from shared.errors import DomainError, NotFound
+from shared.schemas import MAX_BIGINT, IsoDateTime, Offset, QueryText
 from shared.service import ClockDep, SessionDep
 
 router = APIRouter(prefix="/v1", tags=["consent"])
@@ -204,19 +206,19 @@ async def read_consent(
 
 def decision_filter(
     subject_id: uuid.UUID | None = None,
-    agency: str | None = Query(default=None, description="Either end of the disclosure"),
-    from_agency: str | None = None,
-    to_agency: str | None = None,
-    purpose: str | None = None,
-    lawful_basis: str | None = None,
+    agency: Annotated[QueryText | None, Query(description="Either end of the disclosure")] = None,
+    from_agency: QueryText | None = None,
+    to_agency: QueryText | None = None,
+    purpose: QueryText | None = None,
+    lawful_basis: QueryText | None = None,
     outcome: str | None = Query(default=None, pattern="^(share|do_not_share)$"),
-    consent_status: str | None = None,
+    consent_status: QueryText | None = None,
     without_consent: bool = Query(
         default=False, description="Only disclosures made without a consent given"
     ),
     overridden: bool = Query(default=False, description="Only overrides of a refusal"),
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: IsoDateTime | None = None,
+    until: IsoDateTime | None = None,
 ) -> DecisionFilter:
     return DecisionFilter(
         subject_id=subject_id,
@@ -235,11 +237,13 @@ def decision_filter(
 
 
 def paging(
-    after_sequence: int | None = Query(default=None, ge=0),
+    after_sequence: Offset | None = None,
     newest_first: bool = Query(
         default=False, description="Newest first, paged by before_sequence (default: oldest first)"
     ),
-    before_sequence: int | None = Query(default=None, ge=1, description="With newest_first"),
+    before_sequence: Annotated[int, Field(ge=1, le=MAX_BIGINT)] | None = Query(
+        default=None, description="With newest_first"
+    ),
     limit: PageSize = 100,
 ) -> Paging:
     return Paging(limit, after_sequence, before_sequence, newest_first)

@@ -37,6 +37,7 @@ from services.linking.schemas import (
 )
 from shared.auth import Principal, require_scope
 from shared.errors import NotFound
+from shared.schemas import Offset
 from shared.service import ClockDep, SessionDep
 
 router = APIRouter(prefix="/v1", tags=["linking"])
@@ -200,7 +201,7 @@ async def list_reviews(
     session: SessionDep,
     status: Annotated[str | None, Query(pattern="^(open|accepted|rejected)$")] = "open",
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[Offset, Query()] = 0,
 ) -> ReviewPage:
     items, total = await LinkingRepository(session).reviews(status, limit, offset)
     await service.record_access(session, reader, "read", "review", *(str(i.id) for i in items))

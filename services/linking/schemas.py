@@ -10,6 +10,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.identifiers import UPN, NHSNumber, UKPostcode
+from shared.schemas import RequestModel
 
 
 class Sex(StrEnum):
@@ -18,7 +19,7 @@ class Sex(StrEnum):
     NOT_KNOWN = "not_known"
 
 
-class RecordIn(BaseModel):
+class RecordIn(RequestModel):
     """One record to resolve: what an agency knows of a person (any field may be missing)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -187,13 +188,13 @@ class ReviewPage(BaseModel):
     total: int
 
 
-class DecisionIn(BaseModel):
+class DecisionIn(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     note: str | None = Field(default=None, max_length=2000)
 
 
-class MergeIn(BaseModel):
+class MergeIn(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     survivor_person_id: UUID
@@ -201,7 +202,7 @@ class MergeIn(BaseModel):
     reason: str = Field(min_length=3, max_length=2000)
 
 
-class UnmergeIn(BaseModel):
+class UnmergeIn(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: str = Field(min_length=3, max_length=2000)

@@ -40,6 +40,7 @@ from services.notifications.schemas import (
 )
 from shared.auth import CurrentPrincipal, Principal, require_scope
 from shared.errors import Conflict, DomainError, NotFound
+from shared.schemas import Offset
 from shared.service import ClockDep, SessionDep
 
 router = APIRouter(prefix="/v1", tags=["inbox"])
@@ -57,7 +58,7 @@ async def list_inbox(
     status: ItemStatus | None = None,
     referral_id: uuid.UUID | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[Offset, Query()] = 0,
 ) -> InboxPage:
     organisation = None
     if not reader.has("mash:triage"):
@@ -175,7 +176,7 @@ async def list_messages(
     unacknowledged: bool = False,
     referral_id: uuid.UUID | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[Offset, Query()] = 0,
 ) -> MessagePage:
     organisation = reader.organisation_code
     wanted = status.value if status else None
@@ -266,7 +267,7 @@ async def list_dead_letters(
     session: SessionDep,
     open_only: bool = True,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[Offset, Query()] = 0,
 ) -> DeadLetterPage:
     rows, total = await MessageRepository(session).dead_letters(
         visible_to=None if reader.has(MASH_SCOPE) else reader.organisation_code,

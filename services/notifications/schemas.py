@@ -7,6 +7,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from shared.schemas import RequestModel
+
 
 class Audience(StrEnum):
     MASH_WORKER = "mash_worker"
@@ -106,13 +108,13 @@ class MessagePage(BaseModel):
     total: int
 
 
-class AcknowledgementIn(BaseModel):
+class AcknowledgementIn(RequestModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     acknowledged_by: Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
-class ResendIn(BaseModel):
+class ResendIn(RequestModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     resent_by: Annotated[str, StringConstraints(min_length=1, max_length=200)]
@@ -143,7 +145,7 @@ class DeadLetterPage(BaseModel):
 Channel = Literal["email", "webhook"]
 
 
-class PreferenceIn(BaseModel):
+class PreferenceIn(RequestModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     channels: list[Channel] = Field(

@@ -39,6 +39,7 @@ from shared.auth import Principal, require_scope
 from shared.calendar import WorkingDayCalendar
 from shared.crypto import Vault
 from shared.errors import DomainError
+from shared.schemas import IsoDateTime
 from shared.service import ClockDep, RuntimeDep, SessionDep
 
 router = APIRouter(prefix="/v1", tags=["referrals"])
@@ -297,7 +298,7 @@ async def list_referrals(
     reader: Reader,
     session: SessionDep,
     status_filter: Annotated[str | None, Query(alias="status", max_length=20)] = None,
-    received_since: datetime | None = None,
+    received_since: IsoDateTime | None = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> ReferralPage:

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from shared.identifiers import UPN, NHSNumber, UKPostcode
+from shared.schemas import RequestModel
 
 Text200 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Narrative = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20000)]
@@ -117,7 +118,7 @@ class ConsentStatus(StrEnum):
     NOT_ASKED = "not_asked"
 
 
-class Strict(BaseModel):
+class Strict(RequestModel):
     """Unknown fields are refused (422 naming them), so a misspelt field is never silently lost."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,6 +27,7 @@ from services.timeline.settings import TimelineSettings
 from shared.auth import Principal, require_scope
 from shared.disclosures import DisclosureClient
 from shared.errors import DomainError, NotFound
+from shared.schemas import IsoDate
 from shared.service import ClockDep, SessionDep, runtime_of
 
 MASH_SCOPE = "mash:triage"
@@ -142,8 +142,10 @@ async def timeline(
     request: Request,
     reader: Mash,
     session: SessionDep,
-    date_from: Annotated[date | None, Query(alias="from", description="YYYY-MM-DD")] = None,
-    date_to: Annotated[date | None, Query(alias="to", description="YYYY-MM-DD, inclusive")] = None,
+    date_from: Annotated[IsoDate | None, Query(alias="from", description="YYYY-MM-DD")] = None,
+    date_to: Annotated[
+        IsoDate | None, Query(alias="to", description="YYYY-MM-DD, inclusive")
+    ] = None,
     agency: Annotated[list[Agency] | None, Query(description="one or more")] = None,
     kind: Annotated[list[Kind] | None, Query(description="one or more")] = None,
     include: Annotated[Literal["household"] | None, Query()] = None,
