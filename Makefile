@@ -93,7 +93,7 @@ bench: install
 	$(BIN)/python -m bench.report
 
 bench-scaling: install
-	@# link-file at 100k, 1M and 5M records (5M: about an hour here), then N partitions and
+	@# link-file at 100k, 1M and 5M records (5M: well over an hour on this machine), then N partitions and
 	@# N consumers for N = 1, 2, 4; each point lands in bench/results/scaling.json as it is measured.
 	flock /tmp/threadline-bench.lock $(BIN)/python -m bench.scaling linking
 	flock /tmp/threadline-bench.lock $(BIN)/python -m bench.scaling pipeline

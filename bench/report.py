@@ -611,6 +611,13 @@ def scaling_section(data: dict[str, Json]) -> str:
             "<th>best second</th><th>start + join s</th><th>consumer CPU s</th></tr>"
             f"{rows}</table>"
         )
+        if _get(scaling, "pipeline.reading"):
+            parts.append(f"<p>{html.escape(scaling['pipeline']['reading'])}</p>")
+        parts.extend(
+            f"<p>{p['partitions']} partition(s): {html.escape(str(p['incidents']))}</p>"
+            for p in ordered
+            if p.get("incidents") and p["incidents"] != "none logged"
+        )
         parts.append(
             line_chart(
                 "scaling: drain rate against partitions and consumers",
@@ -654,24 +661,38 @@ def scaling_section(data: dict[str, Json]) -> str:
         "counted per process)</th><th>CPU s (all its processes)</th><th>F1</th><th>source</th></tr>"
         f"{rows}</table>"
     )
-    if len(measured) >= 2:
-        ordered_points = sorted(measured, key=lambda p: p["records"])
-        first = ordered_points[0]
+    for size, point in sorted(linking.items(), key=lambda item: int(item[0])):
+        notes = [
+            f"{key.replace('_', ' ')}: "
+            + (
+                ", ".join(f"{k}: {v}" for k, v in value.items())
+                if isinstance(value, dict)
+                else value
+            )
+            for key, value in point.items()
+            if key in {"reached", "why", "rerun_stopped"}
+        ]
+        if notes:
+            parts.append(
+                f"<p>{int(size):,} records — " + html.escape("; ".join(map(str, notes))) + "</p>"
+            )
+    # Only points of one run share the machine's conditions: a curve across runs would show the
+    # load of the day, not the growth of the cost.
+    same_run = sorted((p for p in measured if not p.get("source")), key=lambda p: p["records"])
+    if len(same_run) >= 2:
         parts.append(
             line_chart(
                 "scaling: link-file time against records (log-log)",
-                [
-                    Series("measured", [(p["records"], p["seconds"]) for p in ordered_points]),
-                    Series(
-                        "linear from the smallest",
-                        [
-                            (p["records"], first["seconds"] * p["records"] / first["records"])
-                            for p in ordered_points
-                        ],
-                    ),
-                ],
+                [Series("measured", [(p["records"], p["seconds"]) for p in same_run])],
                 Axis("records", log=True),
                 Axis("seconds", log=True),
+            )
+        )
+    else:
+        parts.append(
+            _missing(
+                "No growth curve is drawn: fewer than two sizes were measured in one run, and "
+                "points from different runs differ in the machine's load more than in size."
             )
         )
     return "".join(parts)
