@@ -593,28 +593,32 @@ def scaling_section(data: dict[str, Json]) -> str:
     pipeline = _get(scaling, "pipeline.points") or {}
     if pipeline:
         ordered = sorted(pipeline.values(), key=lambda p: p["partitions"])
+        repeat = sorted(
+            (_get(scaling, "pipeline.repeat_points") or {}).values(), key=lambda p: p["partitions"]
+        )
         rows = "".join(
-            f"<tr><td class=num>{p['partitions']}</td><td class=num>{p['consumer_instances']}"
-            f"</td><td class=num>{p['events']:,}</td><td class=num>{p['drain_seconds']}</td>"
-            f"<td class=num>{p['events_per_s']}</td>"
+            f"<tr><td>{run}</td><td class=num>{p['partitions']}</td>"
+            f"<td class=num>{p['consumer_instances']}</td><td class=num>{p['events']:,}</td>"
+            f"<td class=num>{p['drain_seconds']}</td><td class=num>{p['events_per_s']}</td>"
             f"<td class=num>{p.get('events_per_s_after_first_applied')}</td>"
             f"<td class=num>{p.get('peak_events_per_s')}</td>"
             f"<td class=num>{p['group_join_to_first_applied_s']}</td>"
             f"<td class=num>{p.get('consumer_cpu_seconds')}</td></tr>"
-            for p in ordered
+            for run, points in (("1", ordered), ("2", repeat))
+            for p in points
         )
         parts.append(
             "<h3>Partitions and consumer instances</h3>"
             f"<p>{html.escape(_get(scaling, 'pipeline.what') or '')}</p>"
-            "<table><tr><th>partitions</th><th>consumers</th><th>events</th><th>drain s</th>"
-            "<th>events/s (whole drain)</th><th>events/s after the first applied</th>"
-            "<th>best second</th><th>start + join s</th><th>consumer CPU s</th></tr>"
+            "<table><tr><th>run</th><th>partitions</th><th>consumers</th><th>events</th>"
+            "<th>drain s</th><th>events/s (whole drain)</th><th>events/s after the first "
+            "applied</th><th>best second</th><th>start + join s</th><th>consumer CPU s</th></tr>"
             f"{rows}</table>"
         )
         if _get(scaling, "pipeline.reading"):
             parts.append(f"<p>{html.escape(scaling['pipeline']['reading'])}</p>")
         parts.extend(
-            f"<p>{p['partitions']} partition(s): {html.escape(str(p['incidents']))}</p>"
+            f"<p>Run 1, {p['partitions']} partition(s): {html.escape(str(p['incidents']))}</p>"
             for p in ordered
             if p.get("incidents") and p["incidents"] != "none logged"
         )
@@ -623,15 +627,35 @@ def scaling_section(data: dict[str, Json]) -> str:
                 "scaling: drain rate against partitions and consumers",
                 [
                     Series(
-                        "events/s after the first applied",
+                        "run 1: events/s after the first applied",
                         [
                             (p["partitions"], p.get("events_per_s_after_first_applied") or 0)
                             for p in ordered
                         ],
                     ),
                     Series(
-                        "events/s, whole drain",
+                        "run 1: events/s, whole drain",
                         [(p["partitions"], p["events_per_s"]) for p in ordered],
+                    ),
+                    *(
+                        [
+                            Series(
+                                "run 2: events/s after the first applied",
+                                [
+                                    (
+                                        p["partitions"],
+                                        p.get("events_per_s_after_first_applied") or 0,
+                                    )
+                                    for p in repeat
+                                ],
+                            ),
+                            Series(
+                                "run 2: events/s, whole drain",
+                                [(p["partitions"], p["events_per_s"]) for p in repeat],
+                            ),
+                        ]
+                        if repeat
+                        else []
                     ),
                 ],
                 Axis("partitions = consumer processes", low=0.0),
