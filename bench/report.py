@@ -674,8 +674,11 @@ def scaling_section(data: dict[str, Json]) -> str:
         f"<td class=num>{_number(p.get('peak_rss_tree_mb', '—'))}</td>"
         f"<td class=num>{_number(p.get('cpu_seconds', '—'))}</td>"
         f"<td class=num>{_number(_get(p, 'accuracy.f1') or '—')}</td>"
-        f"<td>{html.escape(str(p.get('source', 'this scaling run')))}</td></tr>"
-        for size, p in sorted(linking.items(), key=lambda item: int(item[0]))
+        f"<td>{html.escape(str(p.get('source') or 'scaling run ' + p.get('run', '')))}</td></tr>"
+        for size, p in sorted(
+            [*linking.items(), *(_get(scaling, "linking.repeat_points") or {}).items()],
+            key=lambda item: (int(item[0]), str(item[1].get("run", ""))),
+        )
     )
     parts.append(
         "<h3>Linking: link-file at growing sizes</h3>"
