@@ -10,7 +10,7 @@ PORTAL     := services/portal
 CHROMIUM   ?= /usr/bin/chromium
 
 .DEFAULT_GOAL := help
-.PHONY: help install assets browser up down status seed-demo test test-all security lint typecheck bench docs clean reset
+.PHONY: help install assets browser up down status seed-demo test test-all security lint typecheck bench bench-scaling docs clean reset
 
 help:
 	@echo "make up         start PostgreSQL, Kafka and every service, seed a demo, print the URLs"
@@ -20,7 +20,8 @@ help:
 	@echo "make test-all   the test suite including slow suites (marked slow or security)"
 	@echo "make security   the attack suites (tests/security), results in bench/results/security.json"
 	@echo "make lint       ruff and mypy"
-	@echo "make bench      benchmarks, results in bench/results/"
+	@echo "make bench      benchmarks, results in bench/results/, report in bench/results/report.html"
+	@echo "make bench-scaling  partitions/consumers 1-2-4 and link-file 100k-1M-5M (long), into the report"
 	@echo "make docs       regenerate docs/events.md from the event registry"
 	@echo "make reset      stop everything and delete local data (var/)"
 
@@ -96,6 +97,14 @@ bench: install
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	@# Two cores, shared: one benchmark at a time on this machine, whoever runs it.
 	flock /tmp/threadline-bench.lock $(BIN)/python -m bench
+	$(BIN)/python -m bench.report
+
+bench-scaling: install
+	@# link-file at 100k, 1M and 5M records (5M: well over an hour on this machine), then N partitions and
+	@# N consumers for N = 1, 2, 4; each point lands in bench/results/scaling.json as it is measured.
+	flock /tmp/threadline-bench.lock $(BIN)/python -m bench.scaling linking
+	flock /tmp/threadline-bench.lock $(BIN)/python -m bench.scaling pipeline
+	$(BIN)/python -m bench.report
 
 docs: install
 	$(BIN)/threadline events-doc --write docs/events.md

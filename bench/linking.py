@@ -1,7 +1,8 @@
 """Linking: accuracy on 100,000 generated records (pairwise precision, recall and F1 against the
-ground truth, overall and per difficulty), Splink (DuckDB) on the same file for comparison, the
-batch ``link-file`` on 1,000,000 records, and online resolve latency with those 1,000,000
-person records held in PostgreSQL (in process and over HTTP), with peak memory of each.
+ground truth, overall and per difficulty, and the scored pairs' precision-recall curve), Splink
+(DuckDB) on the same file for comparison, the batch ``link-file`` on 1,000,000 records, and
+online resolve latency with those 1,000,000 person records held in PostgreSQL (in process and
+over HTTP), with peak memory of each.
 
 Run it under the machine's benchmark lock (other engineers share the two cores)::
 
@@ -119,6 +120,66 @@ def accuracy(model: LinkageModel, records_count: int) -> dict[str, Any]:
         "with_review_decided": oracle.as_dict(),
         "link_threshold": model.thresholds.link,
         "review_threshold": model.thresholds.review,
+    }
+
+
+CURVE_THRESHOLDS = (
+    0.01,
+    0.05,
+    0.1,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.6,
+    0.7,
+    0.8,
+    0.9,
+    0.95,
+    0.98,
+    0.99,
+    0.995,
+    0.999,
+    0.9999,
+)
+
+
+def precision_recall_curve(model: LinkageModel, records_count: int) -> dict[str, Any]:
+    """Pairwise precision and recall of the scored pairs at each match-probability threshold,
+    on the accuracy records. Recall counts every true pair, so pairs that blocking never put
+    side by side are misses at every threshold. Pairs, not clusters: the clustered operating
+    points (auto-link, review decided) are ``accuracy.overall`` and ``with_review_decided``."""
+    records = generate(records_count, seed=ACCURACY_SEED).records
+    prepared = [prepare(g.record) for g in records]
+    truth = [g.person_id for g in records]
+    edges, _ = batch.score_with_moves(prepared, model)
+    true_pairs = evaluation.pairwise(truth, truth).true_pairs
+    scored = sorted(
+        ((1.0 if e.deterministic else e.probability), truth[e.left] == truth[e.right])
+        for e in edges
+    )
+    points = []
+    for threshold in CURVE_THRESHOLDS:
+        above = [same for probability, same in scored if probability >= threshold]
+        correct = sum(above)
+        points.append(
+            {
+                "threshold": threshold,
+                "pairs": len(above),
+                "correct_pairs": correct,
+                "precision": round(correct / len(above), 6) if above else 1.0,
+                "recall": round(correct / true_pairs, 6),
+            }
+        )
+    return {
+        "records": len(records),
+        "true_pairs": true_pairs,
+        "scored_pairs": len(scored),
+        "scored_true_pairs": sum(same for _, same in scored),
+        "what": "scored pairs (deterministic identifier links count as probability 1) at or "
+        "above each threshold, against every true pair",
+        "points": points,
+        "measured_at": datetime.now(UTC).isoformat(),
     }
 
 
@@ -484,14 +545,21 @@ def _body(generated: GeneratedRecord) -> dict[str, Any]:
 
 def run(*, quick: bool = False) -> dict[str, Any]:
     """Everything; with THREADLINE_BENCH_LINKING_ONLY=resolve, only the resolve measurements,
-    merged into the existing bench/results/linking.json (the rest of it is kept)."""
+    merged into the existing bench/results/linking.json (the rest of it is kept); with
+    THREADLINE_BENCH_LINKING_ONLY=curve, only the precision-recall curve, merged the same way."""
     model = LinkageModel.load()
     accuracy_records = 20_000 if quick else 100_000
     batch_records = 100_000 if quick else 1_000_000
     queries_count = 300 if quick else 2_000
-    only_resolve = os.environ.get("THREADLINE_BENCH_LINKING_ONLY") == "resolve"
+    only = os.environ.get("THREADLINE_BENCH_LINKING_ONLY")
+    only_resolve = only == "resolve"
     result: dict[str, Any] = {}
     previous = RESULTS / "linking.json"
+    if only == "curve":
+        result = json.loads(previous.read_text())
+        print(f"linking: precision-recall curve on {accuracy_records:,} records …", flush=True)
+        result["precision_recall_curve"] = precision_recall_curve(model, accuracy_records)
+        return result
     if only_resolve:
         result = json.loads(previous.read_text())
         result.pop("table", None)
@@ -500,6 +568,8 @@ def run(*, quick: bool = False) -> dict[str, Any]:
         if not only_resolve:
             print(f"linking: accuracy on {accuracy_records:,} records …", flush=True)
             result["accuracy"] = accuracy(model, accuracy_records)
+            print("linking: precision-recall curve …", flush=True)
+            result["precision_recall_curve"] = precision_recall_curve(model, accuracy_records)
             eval_csv = workdir / "accuracy.csv"
             partnership = generate(accuracy_records, seed=ACCURACY_SEED)
             write_csv(partnership.records, eval_csv)
