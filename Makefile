@@ -10,7 +10,7 @@ PORTAL     := services/portal
 CHROMIUM   ?= /usr/bin/chromium
 
 .DEFAULT_GOAL := help
-.PHONY: help install assets browser up down status seed-demo test test-all lint typecheck bench docs clean reset
+.PHONY: help install assets browser up down status seed-demo test test-all lint typecheck bench chaos docs clean reset
 
 help:
 	@echo "make up         start PostgreSQL, Kafka and every service, seed a demo, print the URLs"
@@ -20,6 +20,8 @@ help:
 	@echo "make test-all   the test suite including slow suites (marked @pytest.mark.slow)"
 	@echo "make lint       ruff and mypy"
 	@echo "make bench      benchmarks, results in bench/results/"
+	@echo "make chaos      faults under load (kill -9, broker and database restarts, pauses), then"
+	@echo "                check nothing was lost or done twice: bench/results/chaos.json"
 	@echo "make docs       regenerate docs/events.md from the event registry"
 	@echo "make reset      stop everything and delete local data (var/)"
 
@@ -89,6 +91,10 @@ bench: install
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	@# Two cores, shared: one benchmark at a time on this machine, whoever runs it.
 	flock /tmp/threadline-bench.lock $(BIN)/python -m bench
+
+# Faults under a mixed load, ~12 min (docs/chaos.md); exit 1 if anything was lost or done twice.
+chaos: install
+	flock /tmp/threadline-bench.lock $(BIN)/python -m bench.chaos
 
 docs: install
 	$(BIN)/threadline events-doc --write docs/events.md
