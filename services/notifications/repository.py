@@ -290,6 +290,22 @@ class MessageRepository:
         by_id = {message.id: message for message in messages.scalars()}
         return [(delivery, by_id[delivery.message_id]) for delivery in deliveries]
 
+    async def still_leased(
+        self, model: type[Message] | type[Delivery], ids: set[uuid.UUID], lease_until: datetime
+    ) -> set[uuid.UUID]:
+        """Those of ``ids`` still under the lease ``lease_until`` (locked until commit): the
+        rest were claimed again, or finished, by another dispatcher once it expired."""
+        if not ids:
+            return set()
+        result = await self.session.execute(
+            select(model.id)
+            .where(model.id.in_(ids))
+            .where(model.lease_until == lease_until)
+            .order_by(model.id)
+            .with_for_update()
+        )
+        return set(result.scalars())
+
     async def add_deliveries(self, rows: list[dict[str, Any]]) -> None:
         if rows:
             await self.session.execute(
