@@ -324,9 +324,20 @@ class MessageRepository:
         await _update_by_id(self.session, Delivery.__table__, rows)
 
     async def settle(self, message_ids: set[uuid.UUID], now: datetime) -> None:
-        """A message whose every delivery arrived is delivered."""
+        """A message whose every delivery arrived is delivered.
+
+        The messages are locked first: two workers delivering a message's two deliveries at once
+        would each see the other's still pending (READ COMMITTED) and neither settle it. Locked,
+        the second waits for the first's commit, and its check then sees both delivered.
+        """
         if not message_ids:
             return
+        await self.session.execute(
+            select(Message.id)
+            .where(Message.id.in_(message_ids))
+            .order_by(Message.id)
+            .with_for_update()
+        )
         undelivered = (
             select(Delivery.id)
             .where(Delivery.message_id == Message.id)

@@ -15,6 +15,7 @@ from services.notifications import routing
 from services.notifications.channels import DELIVERED, Outcome, Outgoing
 from services.notifications.delivery import Dispatcher
 from services.notifications.models import DeadLetter, Delivery, Message
+from services.notifications.repository import MessageRepository
 from shared.clock import ManualClock
 from shared.db import Database
 from shared.disclosures import DisclosureDecision, DisclosureRequest
@@ -134,3 +135,69 @@ async def test_a_dispatcher_that_lost_its_lease_does_not_write_over_the_new_hold
     assert message is not None and delivery is not None
     assert (delivery.status, message.status) == ("delivered", "delivered")
     assert dead == 0
+
+
+async def test_two_deliveries_of_a_message_finishing_at_once_settle_it(
+    database: Database,
+) -> None:
+    """Regression (found by `make chaos`): the e-mail and the webhook of one message delivered
+    by two workers at once left it in `sending` for ever (each saw the other still pending)."""
+    message_id = uuid.uuid4()
+    deliveries = {"email": uuid.uuid4(), "webhook": uuid.uuid4()}
+    async with database.transaction() as session:
+        await session.execute(
+            insert(Message).values(
+                id=message_id,
+                dedupe_key=f"settle-test:{message_id}",
+                kind="referral.decided",
+                recipient_organisation="MASH-DEMO",
+                recipient_agency="mash",
+                recipient_role="mash_manager",
+                sender_organisation="MASH-DEMO",
+                sender_agency="mash",
+                subject_ids=[],
+                title="A settle test",
+                body="A settle test.",
+                details={},
+                status="sending",
+                attempts=0,
+                created_at=T0,
+                correlation_id="settle-test",
+            )
+        )
+        for channel, delivery_id in deliveries.items():
+            await session.execute(
+                insert(Delivery).values(
+                    id=delivery_id,
+                    message_id=message_id,
+                    channel=channel,
+                    address=f"{channel}-address",
+                    webhook_id=f"msg_{uuid.uuid4().hex}",
+                    status="pending",
+                    attempts=1,
+                    created_at=T0,
+                )
+            )
+
+    first_done = asyncio.Event()
+
+    async def deliver(channel: str, hold: bool) -> None:
+        async with database.transaction() as session:
+            repository = MessageRepository(session)
+            await repository.update_deliveries(
+                [{"id": deliveries[channel], "status": "delivered", "delivered_at": T0}]
+            )
+            await repository.settle({message_id}, T0)
+            if hold:
+                first_done.set()
+                await asyncio.sleep(0.5)  # the other settles meanwhile
+
+    async def second() -> None:
+        await first_done.wait()
+        await deliver("webhook", hold=False)
+
+    await asyncio.wait_for(asyncio.gather(deliver("email", hold=True), second()), timeout=20)
+
+    async with database.transaction() as session:
+        message = await session.get(Message, message_id)
+    assert message is not None and message.status == "delivered"
