@@ -9,7 +9,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import Insert, func, insert, select
 
 from services.notifications import routing
 from services.notifications.channels import DELIVERED, Outcome, Outgoing
@@ -56,6 +56,28 @@ class Channel:
         return self.outcome
 
 
+def _sending_message(message_id: uuid.UUID, test: str) -> Insert:
+    """A message to the MASH manager, decided and on its way (``sending``)."""
+    return insert(Message).values(
+        id=message_id,
+        dedupe_key=f"{test}:{message_id}",
+        kind="deadline.missed",
+        recipient_organisation="MASH-DEMO",
+        recipient_agency="mash",
+        recipient_role="mash_manager",
+        sender_organisation="MASH-DEMO",
+        sender_agency="mash",
+        subject_ids=[],
+        title=f"A {test}",
+        body=f"A {test}.",
+        details={},
+        status="sending",
+        attempts=0,
+        created_at=T0,
+        correlation_id=test,
+    )
+
+
 async def _never(_: DisclosureRequest) -> DisclosureDecision:
     raise AssertionError("no decision: the message discloses nothing")
 
@@ -68,26 +90,7 @@ async def test_a_dispatcher_that_lost_its_lease_does_not_write_over_the_new_hold
     settings = notifications_settings(database_url, bootstrap, delivery_lease_seconds=5.0)
     message_id, delivery_id = uuid.uuid4(), uuid.uuid4()
     async with database.transaction() as session:
-        await session.execute(
-            insert(Message).values(
-                id=message_id,
-                dedupe_key=f"lease-test:{message_id}",
-                kind="deadline.missed",
-                recipient_organisation="MASH-DEMO",
-                recipient_agency="mash",
-                recipient_role="mash_manager",
-                sender_organisation="MASH-DEMO",
-                sender_agency="mash",
-                subject_ids=[],
-                title="A lease test",
-                body="A lease test.",
-                details={},
-                status="sending",
-                attempts=0,
-                created_at=T0,
-                correlation_id="lease-test",
-            )
-        )
+        await session.execute(_sending_message(message_id, "lease-test"))
         await session.execute(
             insert(Delivery).values(
                 id=delivery_id,
@@ -145,26 +148,7 @@ async def test_two_deliveries_of_a_message_finishing_at_once_settle_it(
     message_id = uuid.uuid4()
     deliveries = {"email": uuid.uuid4(), "webhook": uuid.uuid4()}
     async with database.transaction() as session:
-        await session.execute(
-            insert(Message).values(
-                id=message_id,
-                dedupe_key=f"settle-test:{message_id}",
-                kind="referral.decided",
-                recipient_organisation="MASH-DEMO",
-                recipient_agency="mash",
-                recipient_role="mash_manager",
-                sender_organisation="MASH-DEMO",
-                sender_agency="mash",
-                subject_ids=[],
-                title="A settle test",
-                body="A settle test.",
-                details={},
-                status="sending",
-                attempts=0,
-                created_at=T0,
-                correlation_id="settle-test",
-            )
-        )
+        await session.execute(_sending_message(message_id, "settle-test"))
         for channel, delivery_id in deliveries.items():
             await session.execute(
                 insert(Delivery).values(
