@@ -10,7 +10,7 @@ PORTAL     := services/portal
 CHROMIUM   ?= /usr/bin/chromium
 
 .DEFAULT_GOAL := help
-.PHONY: help install assets browser up down status seed-demo test test-all security lint typecheck bench bench-scaling docs clean reset
+.PHONY: help install assets browser up down status seed-demo test test-all security lint typecheck bench bench-scaling chaos docs clean reset
 
 help:
 	@echo "make up         start PostgreSQL, Kafka and every service, seed a demo, print the URLs"
@@ -22,6 +22,8 @@ help:
 	@echo "make lint       ruff and mypy"
 	@echo "make bench      benchmarks, results in bench/results/, report in bench/results/report.html"
 	@echo "make bench-scaling  partitions/consumers 1-2-4 and link-file 100k-1M-5M (long), into the report"
+	@echo "make chaos      faults under load (kill -9, broker and database restarts, pauses), then"
+	@echo "                check nothing was lost or done twice: bench/results/chaos.json"
 	@echo "make docs       regenerate docs/events.md from the event registry"
 	@echo "make reset      stop everything and delete local data (var/)"
 
@@ -105,6 +107,10 @@ bench-scaling: install
 	flock /tmp/threadline-bench.lock $(BIN)/python -m bench.scaling linking
 	flock /tmp/threadline-bench.lock $(BIN)/python -m bench.scaling pipeline
 	$(BIN)/python -m bench.report
+
+# Faults under a mixed load, ~12 min (docs/chaos.md); exit 1 if anything was lost or done twice.
+chaos: install
+	flock /tmp/threadline-bench.lock $(BIN)/python -m bench.chaos
 
 docs: install
 	$(BIN)/threadline events-doc --write docs/events.md

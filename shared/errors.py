@@ -105,8 +105,44 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, error: Exception) -> JSONResponse:
+        if database_unavailable(error):
+            log.warning("http.database_unavailable", error=repr(error))
+            response = problem(
+                503,
+                "Service unavailable",
+                "The service's database cannot be reached just now; nothing was changed. "
+                "Try again shortly.",
+            )
+            response.headers["Retry-After"] = "1"
+            return response
         log.exception("http.unhandled_error", error=repr(error))
         return problem(500, "Internal error", "The service could not complete the request.")
+
+
+# PostgreSQL's SQLSTATEs for "not reachable just now": connection exceptions (class 08) and the
+# server shutting down or starting up (57P01 admin_shutdown, 57P02 crash_shutdown,
+# 57P03 cannot_connect_now).
+_UNAVAILABLE_STATES = ("57P01", "57P02", "57P03")
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """Whether ``error`` (or what caused it) says the database is down or restarting, which is
+    no fault of the request: a 503 the client may retry, not a 500."""
+    seen: BaseException | None = error
+    for _ in range(6):
+        if seen is None:
+            return False
+        if getattr(seen, "connection_invalidated", False):  # SQLAlchemy's DBAPIError
+            return True
+        if isinstance(seen, ConnectionError):  # refused, reset: the server is not listening
+            return True
+        state = getattr(seen, "sqlstate", None)
+        if isinstance(state, str) and (state.startswith("08") or state in _UNAVAILABLE_STATES):
+            return True
+        if type(seen).__name__ == "ConnectionDoesNotExistError":  # asyncpg, no SQLSTATE
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__ or seen.__context__
+    return False
 
 
 def _title(status: int) -> str:

@@ -13,12 +13,19 @@ import asyncio
 import contextlib
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import ProducerClosed
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    OutOfOrderSequenceNumber,
+    ProducerClosed,
+    ProducerFenced,
+    UnknownProducerId,
+)
 from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -90,6 +97,19 @@ async def backlog(session: AsyncSession, plumbing: Plumbing) -> int:
     return int(result.scalar_one())
 
 
+# The idempotent producer cannot recover from these: aiokafka's sender stops for good (e.g. a
+# broker restarted without the producer's sequence state: OutOfOrderSequenceNumber), and every
+# later send fails. Only a new producer (a new producer id, sequences from 0) publishes again.
+BROKEN_PRODUCER = (
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    UnknownProducerId,
+    InvalidProducerEpoch,
+)
+
+NewProducer = Callable[[], Awaitable[AIOKafkaProducer]]
+
+
 class OutboxRelay:
     """Publishes one schema's outbox to Kafka; several relays may run at once."""
 
@@ -103,10 +123,14 @@ class OutboxRelay:
         lease: timedelta = timedelta(seconds=30),
         poll_interval: float = 2.0,
         clock: Clock | None = None,
+        new_producer: NewProducer | None = None,
     ) -> None:
         self.database = database
         self.plumbing = plumbing
         self.producer = producer
+        # Makes (and starts) a replacement when the producer breaks for good (BROKEN_PRODUCER).
+        self.new_producer = new_producer
+        self._own_producer: AIOKafkaProducer | None = None  # a replacement, stopped with us
         self.batch_size = batch_size
         self.lease = lease
         self.poll_interval = poll_interval
@@ -134,17 +158,38 @@ class OutboxRelay:
         wait as standbys. The lock lives on the LISTEN connection: if the leader dies, PostgreSQL
         drops its session and the lock with it, and a standby takes over.
         """
-        while not self.stopping:
-            leader = await self._lead()
-            if leader is None:
-                await asyncio.sleep(self.poll_interval)
-                continue
-            try:
-                await self._relay_while_leading(leader)
-            finally:
-                await _close_quickly(leader)
-            if not self.stopping:
-                await asyncio.sleep(0.5)  # lost the lock: let a standby take it first
+        try:
+            while not self.stopping:
+                leader = await self._lead()
+                if leader is None:
+                    await asyncio.sleep(self.poll_interval)
+                    continue
+                try:
+                    await self._relay_while_leading(leader)
+                finally:
+                    await _close_quickly(leader)
+                if not self.stopping:
+                    await asyncio.sleep(0.5)  # lost the lock: let a standby take it first
+        finally:
+            if self._own_producer is not None:
+                with contextlib.suppress(Exception):
+                    await self._own_producer.stop()
+
+    async def _renew_producer(self, error: Exception) -> None:
+        """Replace a producer that can never publish again (``BROKEN_PRODUCER``)."""
+        log.warning("outbox.producer_broken", error=repr(error), schema=self.plumbing.schema)
+        if self.new_producer is None:
+            return
+        try:
+            replacement = await self.new_producer()
+        except Exception as failure:  # Kafka may still be away: try again on the next error
+            log.warning("outbox.producer_renew_failed", error=repr(failure))
+            return
+        if self._own_producer is not None:
+            with contextlib.suppress(Exception):
+                await self._own_producer.stop()
+        self.producer = self._own_producer = replacement
+        log.info("outbox.producer_renewed", schema=self.plumbing.schema)
 
     async def _lead(self) -> asyncpg.Connection | None:
         """A connection that holds the relay lock and listens for NOTIFY, or None."""
@@ -182,6 +227,10 @@ class OutboxRelay:
                     # good, so that the leader lock goes to a relay that can.
                     self.stopping = True
                     return
+                except BROKEN_PRODUCER as error:
+                    await self._renew_producer(error)
+                    await asyncio.sleep(1.0)
+                    continue
                 except Exception as error:  # keep relaying: Kafka or the DB may come back
                     log.warning(
                         "outbox.relay_failed", error=repr(error), schema=self.plumbing.schema

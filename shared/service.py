@@ -158,11 +158,24 @@ class ServiceRuntime:
                 lease=timedelta(seconds=self.settings.relay_lease_seconds),
                 poll_interval=self.settings.relay_poll_seconds,
                 clock=self.clock,
+                new_producer=self._new_relay_producer,
             )
             self._tasks.append(self._supervised("relay", self.relay.run))
         registry = self.definition.consumers
         if self.settings.consumers_enabled and registry is not None and registry.handlers:
             self._tasks.append(self._supervised("consumers", self._consume))
+
+    async def _new_relay_producer(self) -> AIOKafkaProducer:
+        """A fresh producer for a relay whose producer broke (``outbox.BROKEN_PRODUCER``)."""
+        client = f"threadline-{self.definition.name}-relay"
+        producer = make_producer(self.settings.kafka_bootstrap_servers, client_id=client)
+        try:
+            await producer.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise
+        return producer
 
     async def _consume(self) -> None:
         assert self.producer is not None

@@ -43,6 +43,17 @@ class DueTimer:
 TimerHandler = Callable[[AsyncSession, DueTimer, datetime], Awaitable[None]]
 
 
+class TimerDeferred(Exception):
+    """Raised by a handler, before it has written anything, when the timer's aggregate is busy:
+    locked by a request that may be about to settle or cancel this very timer. The timer stays
+    due and is tried at the next poll.
+
+    Waiting for the aggregate's lock instead would deadlock: the scheduler holds the timer row
+    (claimed ``FOR UPDATE``) and waits for the aggregate, while the request holds the aggregate
+    and waits for the timer row to cancel it.
+    """
+
+
 async def schedule(
     session: AsyncSession,
     plumbing: Plumbing,
@@ -205,6 +216,7 @@ class TimerScheduler:
                 .with_for_update(skip_locked=True)
             )
             rows = result.mappings().all()
+            deferred = 0
             for row in rows:
                 timer = DueTimer(
                     id=row["id"],
@@ -218,13 +230,19 @@ class TimerScheduler:
                     causation_id=f"timer:{timer.id}",
                     traceparent=context.new_traceparent(),
                 )
-                with context.bound(trace):
-                    await self.handlers[timer.kind](session, timer, now)
+                try:
+                    with context.bound(trace):
+                        await self.handlers[timer.kind](session, timer, now)
+                except TimerDeferred:
+                    deferred += 1
+                    log.info("timer.deferred", kind=timer.kind, aggregate_id=timer.aggregate_id)
+                    continue
                 await session.execute(
                     update(timers).where(timers.c.id == timer.id).values(fired_at=now)
                 )
                 log.info("timer.fired", kind=timer.kind, aggregate_id=timer.aggregate_id)
             if rows:
                 fault_point("timers.before_commit")
-        self.fired_total += len(rows)
-        return len(rows)
+        fired = len(rows) - deferred
+        self.fired_total += fired
+        return fired  # below a full batch when some were deferred: they wait a poll

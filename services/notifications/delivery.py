@@ -253,7 +253,7 @@ class Dispatcher:
             asyncio.gather(*(self._decide(message) for message in messages)),
             asyncio.gather(*(self._send(delivery, message) for delivery, message in deliveries)),
         )
-        await self._write_back(list(decided), list(sent))
+        await self._write_back(list(decided), list(sent), lease)
         return len(messages) + len(deliveries)
 
     async def _decide(self, message: Message) -> _Decided:
@@ -296,11 +296,28 @@ class Dispatcher:
                 outcome = Outcome(False, f"{type(error).__name__}: {error}")
         return _Sent(delivery, message, outcome)
 
-    async def _write_back(self, decided: list[_Decided], sent: list[_Sent]) -> None:
+    async def _write_back(
+        self, decided: list[_Decided], sent: list[_Sent], lease: datetime
+    ) -> None:
+        """Write the outcomes of the rows this dispatcher still holds. One paused past its
+        lease (a long GC, SIGSTOP, a slow network) finds its rows taken over, and perhaps
+        finished, by another: writing over them would put a delivered message back to
+        ``sending`` for ever, or a delivered one to ``failed``."""
         now = self.clock.now()
         settings = self.settings
         async with self.database.transaction() as session:
             repository = MessageRepository(session)
+            held_messages = await repository.still_leased(
+                Message, {item.message.id for item in decided}, lease
+            )
+            held_deliveries = await repository.still_leased(
+                Delivery, {item.delivery.id for item in sent}, lease
+            )
+            lost = len(decided) - len(held_messages) + len(sent) - len(held_deliveries)
+            if lost:
+                log.warning("dispatch.lease_lost", rows=lost)
+            decided = [item for item in decided if item.message.id in held_messages]
+            sent = [item for item in sent if item.delivery.id in held_deliveries]
             message_rows: list[dict[str, Any]] = []
             delivery_rows: list[dict[str, Any]] = []
             new_deliveries: list[dict[str, Any]] = []

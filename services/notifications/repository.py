@@ -290,6 +290,22 @@ class MessageRepository:
         by_id = {message.id: message for message in messages.scalars()}
         return [(delivery, by_id[delivery.message_id]) for delivery in deliveries]
 
+    async def still_leased(
+        self, model: type[Message] | type[Delivery], ids: set[uuid.UUID], lease_until: datetime
+    ) -> set[uuid.UUID]:
+        """Those of ``ids`` still under the lease ``lease_until`` (locked until commit): the
+        rest were claimed again, or finished, by another dispatcher once it expired."""
+        if not ids:
+            return set()
+        result = await self.session.execute(
+            select(model.id)
+            .where(model.id.in_(ids))
+            .where(model.lease_until == lease_until)
+            .order_by(model.id)
+            .with_for_update()
+        )
+        return set(result.scalars())
+
     async def add_deliveries(self, rows: list[dict[str, Any]]) -> None:
         if rows:
             await self.session.execute(
@@ -308,9 +324,20 @@ class MessageRepository:
         await _update_by_id(self.session, Delivery.__table__, rows)
 
     async def settle(self, message_ids: set[uuid.UUID], now: datetime) -> None:
-        """A message whose every delivery arrived is delivered."""
+        """A message whose every delivery arrived is delivered.
+
+        The messages are locked first: two workers delivering a message's two deliveries at once
+        would each see the other's still pending (READ COMMITTED) and neither settle it. Locked,
+        the second waits for the first's commit, and its check then sees both delivered.
+        """
         if not message_ids:
             return
+        await self.session.execute(
+            select(Message.id)
+            .where(Message.id.in_(message_ids))
+            .order_by(Message.id)
+            .with_for_update()
+        )
         undelivered = (
             select(Delivery.id)
             .where(Delivery.message_id == Message.id)

@@ -52,12 +52,20 @@ class ReferralRepository:
         self.session.add_all(texts)
         await self.session.flush()
 
-    async def get(self, referral_id: uuid.UUID, *, for_update: bool = False) -> Referral | None:
+    async def get(
+        self, referral_id: uuid.UUID, *, for_update: bool = False, skip_locked: bool = False
+    ) -> Referral | None:
+        """The referral with everything on it; ``skip_locked``: None while another transaction
+        holds it (with ``for_update``)."""
         statement = select(Referral).where(Referral.id == referral_id).options(*_FULL)
         if for_update:
-            statement = statement.with_for_update(of=Referral)
+            statement = statement.with_for_update(of=Referral, skip_locked=skip_locked)
         result = await self.session.execute(statement)
         return result.scalar_one_or_none()
+
+    async def exists(self, referral_id: uuid.UUID) -> bool:
+        result = await self.session.execute(select(Referral.id).where(Referral.id == referral_id))
+        return result.scalar_one_or_none() is not None
 
     async def by_idempotency_key(self, organisation_code: str, key: str) -> Referral | None:
         result = await self.session.execute(

@@ -331,8 +331,13 @@ _MISSED_EVENTS: dict[DeadlineKind, type[DeadlineMissed]] = {
 async def deadline_missed(session: AsyncSession, timer: DueTimer, now: datetime) -> None:
     """Timer handler: a deadline passed unmet. Record it and announce it for escalation."""
     repository = ReferralRepository(session)
-    referral = await repository.get(uuid.UUID(timer.payload["referral_id"]), for_update=True)
+    referral_id = uuid.UUID(timer.payload["referral_id"])
+    referral = await repository.get(referral_id, for_update=True, skip_locked=True)
     if referral is None:
+        if await repository.exists(referral_id):
+            # A MASH action holds the referral and may be settling this deadline: try again
+            # at the next poll rather than wait for it (timers.TimerDeferred says why).
+            raise timers.TimerDeferred(timer.aggregate_id)
         return
     deadline = next((d for d in referral.deadlines if str(d.id) == timer.aggregate_id), None)
     if deadline is None or deadline.met_at is not None or deadline.cancelled_at is not None:

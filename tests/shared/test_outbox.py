@@ -11,6 +11,8 @@ import uuid
 from collections import Counter
 from datetime import UTC, datetime
 
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import OutOfOrderSequenceNumber
 from sqlalchemy import func, select
 
 from shared import outbox
@@ -239,3 +241,53 @@ async def test_a_stopped_relay_or_one_whose_producer_closed_gives_up_leadership(
         third.stop()
         await asyncio.gather(task, third_task, return_exceptions=True)
         await spare.stop()
+
+
+class BrokenProducer:
+    """An idempotent producer after a broker lost its sequence state: aiokafka's sender has
+    stopped, and every send fails with the same error for ever."""
+
+    def __init__(self) -> None:
+        self.sends = 0
+
+    async def send(self, *_: object, **__: object) -> asyncio.Future[None]:
+        self.sends += 1
+        raise OutOfOrderSequenceNumber()
+
+
+async def test_a_relay_whose_producer_broke_for_good_publishes_again_with_a_new_one(
+    database: Database, bootstrap: str
+) -> None:
+    """Regression (found by `make chaos`): after a Kafka broker restart the referrals relay
+    failed with OutOfOrderSequenceNumber on every batch until the process was restarted, and
+    the outbox grew by every referral accepted meanwhile."""
+    broken = BrokenProducer()
+    renewed: list[AIOKafkaProducer] = []
+
+    async def new_producer() -> AIOKafkaProducer:
+        producer = make_producer(bootstrap, client_id="test-relay-renewed")
+        await producer.start()
+        renewed.append(producer)
+        return producer
+
+    relay = OutboxRelay(
+        database,
+        plumbing,
+        broken,  # type: ignore[arg-type]
+        poll_interval=0.2,
+        new_producer=new_producer,
+    )
+    task = asyncio.create_task(relay.run())
+    try:
+        published = await append_probes(database, new_run_id(), 3)
+
+        async def relayed() -> bool:
+            return await unpublished(database, published) == 0
+
+        await eventually(relayed, timeout=20)
+        assert broken.sends >= 1
+        assert len(renewed) == 1 and relay.producer is renewed[0]
+    finally:
+        relay.stop()
+        await asyncio.wait_for(task, timeout=10)
+    assert renewed[0]._closed  # the relay stops the producer it made
