@@ -76,6 +76,16 @@ IdempotencyKey = Annotated[
     ),
 ]
 
+FeedbackIdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=200,
+        pattern=r"^[A-Za-z0-9._:-]{8,200}$",
+        description="Send the same key when retrying: the feedback is given (and sent) once.",
+    ),
+]
+
 
 class BadCursor(DomainError):
     status_code = 422
@@ -453,6 +463,7 @@ async def give_feedback(
     session: SessionDep,
     clock: ClockDep,
     vault: VaultDep,
+    idempotency_key: FeedbackIdempotencyKey = None,
 ) -> ReferralOut:
     await service.give_feedback(
         session,
@@ -461,6 +472,7 @@ async def give_feedback(
         message=body.message,
         actor=service.Actor(body.given_by, triage),
         now=clock.now(),
+        idempotency_key=idempotency_key,
     )
     return await _after_action(session, vault, referral_id, triage)
 
