@@ -77,6 +77,16 @@ IdempotencyKey = Annotated[
     ),
 ]
 
+FeedbackIdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=200,
+        pattern=r"^[A-Za-z0-9._:-]{8,200}$",
+        description="Send the same key when retrying: the feedback is given (and sent) once.",
+    ),
+]
+
 
 class BadCursor(DomainError):
     status_code = 422
@@ -454,6 +464,7 @@ async def give_feedback(
     session: SessionDep,
     clock: ClockDep,
     vault: VaultDep,
+    idempotency_key: FeedbackIdempotencyKey = None,
 ) -> ReferralOut:
     await service.give_feedback(
         session,
@@ -462,6 +473,7 @@ async def give_feedback(
         message=body.message,
         actor=service.Actor(body.given_by, triage),
         now=clock.now(),
+        idempotency_key=idempotency_key,
     )
     return await _after_action(session, vault, referral_id, triage)
 

@@ -190,6 +190,16 @@ class ReferralAction(Base):
     """One thing the MASH did to a referral: the history the referrer and auditors can follow."""
 
     __tablename__ = "referral_actions"
+    __table_args__ = (
+        # A retried feedback POST (same Idempotency-Key) is recorded once.
+        Index(
+            "uq_referral_actions_idempotency",
+            "referral_id",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
     referral_id: Mapped[uuid.UUID] = mapped_column(
@@ -201,6 +211,7 @@ class ReferralAction(Base):
     by_client: Mapped[str] = mapped_column(String(200))
     by_organisation: Mapped[str] = mapped_column(String(20))
     value: Mapped[str | None] = mapped_column(String(40))  # the RAG, the decision, …
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
 
 
 class ReferralDeadline(Base):

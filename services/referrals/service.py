@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from pydantic import BaseModel
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.consent.events import RetentionExpired
@@ -394,6 +395,7 @@ async def _record_action(
     *,
     value: str | None = None,
     text: str | None = None,
+    idempotency_key: str | None = None,
 ) -> ReferralAction:
     """Add to the referral's history; a reason or feedback text is sealed for every child."""
     row = ReferralAction(
@@ -404,6 +406,7 @@ async def _record_action(
         by_client=actor.principal.subject,
         by_organisation=actor.principal.organisation_code,
         value=value,
+        idempotency_key=idempotency_key,
     )
     session.add(row)
     await session.flush()
@@ -566,9 +569,21 @@ async def give_feedback(
     message: str,
     actor: Actor,
     now: datetime,
+    idempotency_key: str | None = None,
 ) -> None:
-    """Feedback to the referrer on what is being done; it ends the feedback (and phone) clocks."""
+    """Feedback to the referrer on what is being done; it ends the feedback (and phone) clocks.
+    A retry with the same ``idempotency_key`` finds the feedback already given and does nothing
+    (the referral's row lock orders it after the first, so it sees it)."""
     referral = await _for_action(session, referral_id)
+    if idempotency_key is not None:
+        already = await session.scalar(
+            select(ReferralAction.id).where(
+                ReferralAction.referral_id == referral.id,
+                ReferralAction.idempotency_key == idempotency_key,
+            )
+        )
+        if already is not None:
+            return
     if referral.decision is None:
         raise Conflict(
             f"Referral {referral.reference} has no decision yet: feedback tells the referrer "
@@ -576,7 +591,16 @@ async def give_feedback(
         )
     on_time = await _settle(session, referral, DeadlineKind.FEEDBACK, now, met=True)
     await _settle(session, referral, DeadlineKind.PHONE_FOLLOW_UP, now, met=False)
-    row = await _record_action(session, vault, referral, "feedback", actor, now, text=message)
+    row = await _record_action(
+        session,
+        vault,
+        referral,
+        "feedback",
+        actor,
+        now,
+        text=message,
+        idempotency_key=idempotency_key,
+    )
     await outbox.append(
         session,
         plumbing,

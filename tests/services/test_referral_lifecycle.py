@@ -254,3 +254,36 @@ async def test_reopening_starts_new_clocks_and_cancels_the_assessment(
         "decided",
     ]
     assert (await events_of(database, rid))[-2:] == ["referral.reopened", "referral.decided"]
+
+
+async def test_a_retried_feedback_with_the_same_idempotency_key_is_given_once(
+    api: httpx.AsyncClient, database: Database
+) -> None:
+    """The API committed the feedback and died before answering; the MASH's client sends it
+    again with the same key: one feedback, one ``referral.feedback_sent``, one message to the
+    referrer. Another key is another feedback (a second update to the referrer)."""
+    rid = (await api.post("/v1/referrals", json=referral_body(), headers=SCHOOL)).json()["id"]
+    await act(api, rid, "acknowledge", {"acknowledged_by": "Ali"})
+    await act(api, rid, "decision", {"decision": "early_help", "reason": "x", "decided_by": "Ali"})
+    body = {"message": "Early help offered.", "given_by": "Ali"}
+    first, retried = [
+        await api.post(
+            f"/v1/referrals/{rid}/feedback", json=body, headers={"Idempotency-Key": "fb-000001"}
+        )
+        for _ in range(2)
+    ]
+    assert first.status_code == retried.status_code == 200, retried.text
+    assert [f["message"] for f in retried.json()["feedback"]] == ["Early help offered."]
+    assert (await events_of(database, rid)).count("referral.feedback_sent") == 1
+
+    update = await api.post(
+        f"/v1/referrals/{rid}/feedback",
+        json={"message": "Strategy meeting today.", "given_by": "Ali"},
+        headers={"Idempotency-Key": "fb-000002"},
+    )
+    assert len(update.json()["feedback"]) == 2
+    assert (await events_of(database, rid)).count("referral.feedback_sent") == 2
+    bad = await api.post(
+        f"/v1/referrals/{rid}/feedback", json=body, headers={"Idempotency-Key": "no"}
+    )
+    assert bad.status_code == 422 and "Idempotency-Key" in bad.text

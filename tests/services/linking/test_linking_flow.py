@@ -17,6 +17,7 @@ from services.referrals.app import create_app as create_referrals
 from shared.clock import ManualClock
 from shared.events.topics import Topic
 from tests.services.factories import referral_body
+from tests.services.linking.test_linking_service import nhs_number
 from tests.support.apps import linking_settings, referrals_settings, serving
 from tests.support.kafka import eventually, header, read_topic
 from tests.support.tokens import MASH_LINKING, SCHOOL
@@ -51,6 +52,10 @@ async def test_a_referrals_subjects_are_linked_and_announced(
     family = f"Flowtest{uuid.uuid4().hex[:6]}"
     for person in body["children"] + body["family_members"]:
         person["family_name"] = family
+    # An NHS number of its own: every other test's referral_body() child has the factory's, and
+    # linking joins them all to one person by it.
+    number = nhs_number(uuid.uuid4().int % 10**9)
+    body["children"][0]["nhs_number"] = number
     posted = await referrals_api.post("/v1/referrals", json=body)
     assert posted.status_code == 201, posted.text
     maya = posted.json()["children"][0]["subject_id"]
@@ -77,12 +82,14 @@ async def test_a_referrals_subjects_are_linked_and_announced(
     await eventually(person)
     shown = await person()
     assert shown is not None
-    assert shown["records"][0]["nhs_number"] == "9434765919"
+    assert shown["records"][0]["nhs_number"] == number
     assert shown["households"]
 
     # The same child referred again (a different school spelling, the same NHS number).
     again = referral_body()
-    again["children"] = [dict(again["children"][0], given_names="Maia", family_name=family)]
+    again["children"] = [
+        dict(again["children"][0], given_names="Maia", family_name=family, nhs_number=number)
+    ]
     again["family_members"] = []
     second = await referrals_api.post("/v1/referrals", json=again)
     assert second.status_code == 201, second.text
