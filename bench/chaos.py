@@ -351,12 +351,13 @@ class Load:
         for action, body in steps[: random.choice((1, 2, 3, 3))]:
             await asyncio.sleep(random.uniform(0.0, 3.0))
             self.attempts[action] += 1
+            key = str(uuid.uuid4())  # the same on every retry: feedback is then given once
             for _ in range(3):
                 try:
                     response = await client.post(
                         f"{self.stack.url('referrals')}/v1/referrals/{referral_id}/{action}",
                         json=body,
-                        headers=await self._token(client, "mash"),
+                        headers={**await self._token(client, "mash"), "Idempotency-Key": key},
                     )
                 except httpx.HTTPError:
                     self.answers[f"{action}:no answer"] += 1
