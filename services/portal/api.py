@@ -132,14 +132,22 @@ class Apis:
         return created
 
     async def act(
-        self, session: Session, referral_id: uuid.UUID, action: str, body: dict[str, Any]
+        self,
+        session: Session,
+        referral_id: uuid.UUID,
+        action: str,
+        body: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        """A MASH action: acknowledge, rating, decision or feedback."""
+        """A MASH action: acknowledge, rating, decision or feedback (feedback with the form's
+        Idempotency-Key, so that a second submission of one form gives it once)."""
         result: dict[str, Any] = await self._call(
             session,
             "POST",
             f"{self.settings.referrals_url}/v1/referrals/{referral_id}/{action}",
             json=body,
+            headers={"Idempotency-Key": idempotency_key} if idempotency_key else None,
         )
         return result
 

@@ -510,6 +510,9 @@ def _mash_referral_page(
             "errors": errors,
             "error_list": [{"text": text, "href": f"#{field}"} for field, text in errors.items()],
             "values": FormValues(values or {}),
+            # One key per feedback form shown (kept when the form comes back with an error): a
+            # second submission of the same form gives the feedback once.
+            "feedback_key": (values or {}).get("idempotency_key") or secrets.token_urlsafe(24),
             "decisions": list(display.DECISION.items()),
             "overdue": display.overdue(referral, datetime.now(UTC)),
         },
@@ -552,7 +555,8 @@ async def mash_action(
         body = {"message": values.get("feedback_message"), "given_by": by}
     if not errors:
         try:
-            await apis.act(session, referral_id, action, body)
+            key = values.get("idempotency_key") if action == "feedback" else None
+            await apis.act(session, referral_id, action, body, idempotency_key=key or None)
         except ApiError as error:
             if error.status not in {409, 422}:
                 raise

@@ -181,10 +181,24 @@ async def test_a_concern_from_a_school_to_the_mash_and_back(
     await pages.check(mash_page, "mash-referral-decided")
 
     feedback = "We have offered the family early help. Please keep telling us what Maya says."
+    form = mash_page.locator("form[action$='/feedback']")
+    form_action = await form.get_attribute("action") or ""
+    sent_form = {
+        name: await form.locator(f"input[name={name}]").input_value()
+        for name in ("csrf_token", "idempotency_key")
+    }
     await mash_page.locator("#feedback_message").fill(feedback)
     await mash_page.get_by_role("button", name="Send feedback").click()
     await expect(mash_page.get_by_text("Feedback sent")).to_be_visible()
     await pages.check(mash_page, "mash-referral-feedback-sent")
+    # The same form sent again (a resubmission, or a double click past the button's guard)
+    # gives the feedback once: the form carries its own Idempotency-Key.
+    again = await mash_page.context.request.post(
+        form_action,
+        form={**sent_form, "feedback_message": feedback},
+        max_redirects=0,
+    )
+    assert again.status == 303, (form_action, again.status)
 
     await dsl_page.reload()
     await expect(
@@ -194,6 +208,7 @@ async def test_a_concern_from_a_school_to_the_mash_and_back(
     await expect(dsl_page.get_by_test_id("status")).to_have_text("Decision made")
     await expect(dsl_page.get_by_test_id("acknowledged")).not_to_contain_text("Not yet")
     await expect(dsl_page.get_by_test_id("feedback")).to_contain_text(feedback)
+    assert (await dsl_page.get_by_test_id("feedback").inner_text()).count(feedback) == 1
     await pages.check(dsl_page, "dsl-referral-with-feedback")
 
     # Another school's DSL cannot open it, even with the address.
