@@ -136,7 +136,7 @@ class _AnyId(dict[str, str]):
 @pytest.fixture(scope="module")
 async def limited(database_url: str, bootstrap: str) -> AsyncIterator[dict[str, Any]]:
     """Every API service with a small body limit and rate (so both are cheap to hit)."""
-    limits = {"max_body_bytes": MAX_BODY, "rate_limit_per_second": 0.5, "rate_limit_burst": BURST}
+    limits = {"max_body_bytes": MAX_BODY, "rate_limit_per_second": 0.05, "rate_limit_burst": BURST}
     async with every_service(database_url, bootstrap, **limits) as running:
         yield running
 
