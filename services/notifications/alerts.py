@@ -167,6 +167,37 @@ def _agency_of(routing: Routing, code: str) -> str:
     return organisation.agency if organisation else "school"
 
 
+async def _tell_referrer(
+    setup: Setup,
+    session: AsyncSession,
+    envelope: Envelope,
+    *,
+    kind: str,
+    referral_id: uuid.UUID,
+    reference: str,
+    referrer_code: str,
+    title: str,
+    body: str,
+    **draft: Any,
+) -> None:
+    """A message from the MASH to whoever made the referral, once per event and kind."""
+    await setup.post(
+        session,
+        Draft(
+            kind=kind,
+            dedupe_key=f"{envelope.id}:{kind}",
+            recipient=await _referrer(setup, session, referral_id, referrer_code),
+            sender=setup.sender_mash(),
+            title=title,
+            body=body,
+            source_event_id=envelope.id,
+            referral_id=referral_id,
+            reference=reference,
+            **draft,
+        ),
+    )
+
+
 async def referral_acknowledged(
     setup: Setup, session: AsyncSession, event: ReferralAcknowledged, envelope: Envelope
 ) -> None:
@@ -179,21 +210,16 @@ async def referral_acknowledged(
     title, body = messages.acknowledged(
         event.reference, event.acknowledged_at, setup.routing.partnership.mash_duty_telephone
     )
-    await setup.post(
+    await _tell_referrer(
+        setup,
         session,
-        Draft(
-            kind=messages.REFERRAL_ACKNOWLEDGED,
-            dedupe_key=f"{envelope.id}:{messages.REFERRAL_ACKNOWLEDGED}",
-            recipient=await _referrer(
-                setup, session, event.referral_id, fact.referrer_organisation
-            ),
-            sender=setup.sender_mash(),
-            title=title,
-            body=body,
-            source_event_id=envelope.id,
-            referral_id=event.referral_id,
-            reference=event.reference,
-        ),
+        envelope,
+        kind=messages.REFERRAL_ACKNOWLEDGED,
+        referral_id=event.referral_id,
+        reference=event.reference,
+        referrer_code=fact.referrer_organisation,
+        title=title,
+        body=body,
     )
 
 
@@ -233,24 +259,19 @@ async def referral_decided(
         event.decided_at,
         setup.routing.partnership.mash_duty_telephone,
     )
-    await setup.post(
+    await _tell_referrer(
+        setup,
         session,
-        Draft(
-            kind=messages.REFERRAL_DECIDED,
-            dedupe_key=f"{envelope.id}:{messages.REFERRAL_DECIDED}",
-            recipient=await _referrer(
-                setup, session, event.referral_id, fact.referrer_organisation
-            ),
-            sender=setup.sender_mash(),
-            title=title,
-            body=body,
-            source_event_id=envelope.id,
-            referral_id=event.referral_id,
-            reference=event.reference,
-            subject_ids=tuple(fact.subject_ids[:MAX_SUBJECTS]),
-            disclosure=REFERRAL_FEEDBACK_DISCLOSURE,
-            details={"decision": event.decision},
-        ),
+        envelope,
+        kind=messages.REFERRAL_DECIDED,
+        referral_id=event.referral_id,
+        reference=event.reference,
+        referrer_code=fact.referrer_organisation,
+        title=title,
+        body=body,
+        subject_ids=tuple(fact.subject_ids[:MAX_SUBJECTS]),
+        disclosure=REFERRAL_FEEDBACK_DISCLOSURE,
+        details={"decision": event.decision},
     )
 
 
@@ -258,21 +279,16 @@ async def feedback_sent(
     setup: Setup, session: AsyncSession, event: ReferralFeedbackSent, envelope: Envelope
 ) -> None:
     title, body = messages.feedback_ready(event.reference, event.sent_at, setup.settings.portal_url)
-    await setup.post(
+    await _tell_referrer(
+        setup,
         session,
-        Draft(
-            kind=messages.REFERRAL_FEEDBACK,
-            dedupe_key=f"{envelope.id}:{messages.REFERRAL_FEEDBACK}",
-            recipient=await _referrer(
-                setup, session, event.referral_id, event.referrer_organisation_code
-            ),
-            sender=setup.sender_mash(),
-            title=title,
-            body=body,
-            source_event_id=envelope.id,
-            referral_id=event.referral_id,
-            reference=event.reference,
-        ),
+        envelope,
+        kind=messages.REFERRAL_FEEDBACK,
+        referral_id=event.referral_id,
+        reference=event.reference,
+        referrer_code=event.referrer_organisation_code,
+        title=title,
+        body=body,
     )
 
 
