@@ -24,6 +24,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from shared.schemas import RequestModel
+from shared.tokens import TokenError
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Rationale = Annotated[str, StringConstraints(strip_whitespace=True, min_length=10, max_length=4000)]
@@ -252,6 +253,9 @@ class DecisionPointError(Exception):
 
 
 TokenSource = Callable[[], Awaitable[str]]
+#: The one call, as a service holds it (a ``DisclosureClient.decide``; tests pass the consent
+#: app's own client).
+Decide = Callable[[DisclosureRequest], Awaitable[DisclosureDecision]]
 
 
 class DisclosureClient:
@@ -271,7 +275,11 @@ class DisclosureClient:
         self._owns_http = http is None
 
     async def decide(self, request: DisclosureRequest) -> DisclosureDecision:
-        headers = {"Authorization": f"Bearer {await self._token()}"}
+        try:
+            token = await self._token()
+        except TokenError as error:  # no token, no question: the same as no answer
+            raise DecisionPointError(503, {"detail": f"no token to ask with: {error}"}) from error
+        headers = {"Authorization": f"Bearer {token}"}
         try:
             response = await self._http.post(
                 "/v1/disclosures/decide", json=request.model_dump(mode="json"), headers=headers

@@ -13,11 +13,12 @@ from services.notifications import endpoints, routing
 from services.notifications.alerts import Setup
 from services.notifications.channels import EmailChannel, WebhookChannel, decision_client
 from services.notifications.consumers import build_registry, timer_handlers
-from services.notifications.delivery import Decide, Dispatcher
+from services.notifications.delivery import Dispatcher
 from services.notifications.models import plumbing
 from services.notifications.settings import NotificationsSettings
 from shared.calendar import load_calendars
 from shared.clock import Clock, SystemClock
+from shared.disclosures import Decide
 from shared.service import ServiceDefinition, ServiceRuntime, create_service_app
 
 DEFINITION = ServiceDefinition(

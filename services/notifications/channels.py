@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate
@@ -145,6 +145,3 @@ def decision_client(settings: NotificationsSettings) -> tuple[DisclosureClient, 
     """The decision point's client for a deployed service, and its token source (to close)."""
     tokens = platform_tokens(settings)
     return DisclosureClient(settings.consent_url, token=tokens), tokens
-
-
-Decide = Callable[..., Awaitable[Any]]

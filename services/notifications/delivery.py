@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import random
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,14 +34,17 @@ from services.notifications.settings import NotificationsSettings
 from shared import context, outbox
 from shared.clock import Clock
 from shared.db import Database, asyncpg_dsn
-from shared.disclosures import DecisionPointError, DisclosureDecision, DisclosureRequest
+from shared.disclosures import (
+    Decide,
+    DecisionPointError,
+    DisclosureDecision,
+    DisclosureRequest,
+)
 from shared.logging import get_logger
 
 log = get_logger(__name__)
 SERVICE = "notifications"
 WAKE_CHANNEL = "notifications_dispatch"
-
-Decide = Callable[[DisclosureRequest], Awaitable[DisclosureDecision]]
 
 
 async def post(

@@ -86,9 +86,16 @@ def day(value: str | None) -> str:
 
 
 def next_deadline(referral: dict[str, Any]) -> dict[str, Any] | None:
-    """The soonest deadline still running."""
+    """The soonest deadline still running; of two due at once, the one done first in the
+    order of work (acknowledge before deciding)."""
+    order = list(DEADLINE)
     pending = [d for d in referral.get("deadlines", []) if d["status"] == "pending"]
-    return min(pending, key=lambda d: d["due_at"]) if pending else None
+
+    def key(deadline: dict[str, Any]) -> tuple[str, int]:
+        kind = deadline["kind"]
+        return deadline["due_at"], order.index(kind) if kind in order else len(order)
+
+    return min(pending, key=key) if pending else None
 
 
 def overdue(referral: dict[str, Any], now: datetime) -> bool:

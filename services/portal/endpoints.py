@@ -499,12 +499,15 @@ def _mash_referral_page(
     errors: dict[str, str] | None = None,
     values: dict[str, str] | None = None,
     status_code: int = 200,
+    feedback_refused: bool = False,
 ) -> HTMLResponse:
     errors = errors or {}
     return render(
         request,
         "mash/referral.html",
         {
+            "feedback_refused": feedback_refused,
+            "override_bases": list(OVERRIDE_BASES.items()),
             "referral": referral,
             "done": done,
             "errors": errors,
@@ -518,6 +521,56 @@ def _mash_referral_page(
         },
         status_code=status_code,
     )
+
+
+OVERRIDE_BASES = {
+    "public_task": "Public task: the local authority's safeguarding duties (UK GDPR 6(1)(e))",
+    "vital_interests": "Vital interests: to protect a child's life or safety (UK GDPR 6(1)(d))",
+    "legal_obligation": "Legal obligation (UK GDPR 6(1)(c))",
+}
+#: The API's override fields (422 errors) and the form's.
+OVERRIDE_FIELDS = {
+    "override.basis": "override_basis",
+    "override.reason": "override_reason",
+    "override.approved_by": "override_approved_by",
+    "override.approved_by.name": "override_approved_by",
+}
+
+
+def _refusal_text(detail: str) -> str:
+    """The decision point's refusal in words for the MASH worker (the API's detail names
+    subjects and consent records by id, for integrators and the DPO)."""
+    for status in ("withdrawn", "refused"):
+        if f"consent {status}" in detail:
+            return (
+                f"The feedback was not sent: a parent or the child has {status} consent to it "
+                "being shared with the person who raised the concern. If the law allows sharing "
+                "anyway, give the basis, your reason and the approving manager below."
+            )
+    return (
+        "The feedback was not sent: the information sharing agreement does not allow it to be "
+        "shared with the person who raised the concern. Ask your data protection officer."
+    )
+
+
+def _feedback_override(values: dict[str, str], errors: dict[str, str]) -> dict[str, Any] | None:
+    """The override of a refusal of consent, when the form gives one (all three parts, or an
+    error at each missing one); None when it gives none."""
+    basis, reason = values.get("override_basis"), values.get("override_reason")
+    manager = values.get("override_approved_by")
+    if not (basis or reason or manager):
+        return None
+    if basis not in OVERRIDE_BASES:
+        errors["override_basis"] = "Select the lawful basis for sharing without consent"
+    if not reason or len(reason) < 10:
+        errors["override_reason"] = "Say why the referrer must be told despite the refusal"
+    if not manager:
+        errors["override_approved_by"] = "Enter the name of the manager who approved it"
+    return {
+        "basis": basis,
+        "reason": reason,
+        "approved_by": {"name": manager, "role": "MASH manager"},
+    }
 
 
 @router.post("/mash/referrals/{referral_id}/{action}", response_class=HTMLResponse)
@@ -553,11 +606,44 @@ async def mash_action(
         if not values.get("feedback_message"):
             errors["feedback_message"] = "Write the feedback for the person who raised the concern"
         body = {"message": values.get("feedback_message"), "given_by": by}
+        override = _feedback_override(values, errors)
+        if override is not None:
+            body["override"] = override
     if not errors:
         try:
             key = values.get("idempotency_key") if action == "feedback" else None
             await apis.act(session, referral_id, action, body, idempotency_key=key or None)
         except ApiError as error:
+            refused = error.status == 403 and "may not be shared" in error.detail
+            if action == "feedback" and (refused or error.status == 503):
+                # The consent service decided the feedback may not be shared (its reasons are
+                # in the detail), or could not be asked: nothing was sent either way.
+                feedback_refused = refused
+                errors["feedback_message"] = (
+                    _refusal_text(error.detail)
+                    if refused
+                    else "The feedback was not sent: whether it may be shared could not be "
+                    "checked just now. Try again in a minute."
+                )
+                referral = await apis.referral(session, referral_id)
+                return _mash_referral_page(
+                    request,
+                    referral,
+                    errors=errors,
+                    values=values,
+                    status_code=400,
+                    feedback_refused=feedback_refused,
+                )
+            if error.status == 422 and action == "feedback":
+                for item in error.errors:
+                    target = OVERRIDE_FIELDS.get(str(item.get("field", "")))
+                    if target is not None:
+                        errors[target] = str(item.get("message", "is not valid")).capitalize()
+                if errors:
+                    referral = await apis.referral(session, referral_id)
+                    return _mash_referral_page(
+                        request, referral, errors=errors, values=values, status_code=400
+                    )
             if error.status not in {409, 422}:
                 raise
             target = {

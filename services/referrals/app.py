@@ -3,8 +3,11 @@ the consent service's retention decisions (crypto-shredding expired narratives).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -16,7 +19,9 @@ from services.referrals.settings import ReferralsSettings
 from shared.calendar import WorkingDayCalendar, load_calendars
 from shared.clock import Clock
 from shared.crypto import MasterKeyring, Vault
+from shared.disclosures import Decide, DisclosureClient
 from shared.service import ServiceDefinition, create_service_app
+from shared.tokens import platform_tokens
 
 DEFINITION = ServiceDefinition(
     name="referrals",
@@ -36,7 +41,11 @@ def create_app(
     *,
     clock: Clock | None = None,
     configure_logs: bool = True,
+    decide: Decide | None = None,
 ) -> FastAPI:
+    """``decide``: the consent service's decision point, which feedback to a referrer asks
+    (tests pass the consent app's own client); by default a DisclosureClient to
+    ``consent_url`` with the platform client's tokens."""
     settings = settings or ReferralsSettings()
     vault = Vault(MasterKeyring.from_setting(settings.master_keys), data_keys)
     definition = dataclasses.replace(DEFINITION, consumers=consumers.registry_for(vault))
@@ -48,4 +57,20 @@ def create_app(
     app.state.working_days = working_days
     app.state.vault = vault
     app.state.policy = load_policy(Path(settings.policy_file) if settings.policy_file else None)
+    inner = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
+        async with contextlib.AsyncExitStack() as resources:
+            app.state.decide = decide
+            if decide is None:
+                tokens = platform_tokens(settings)
+                resources.push_async_callback(tokens.aclose)
+                client = DisclosureClient(settings.consent_url, token=tokens)
+                resources.push_async_callback(client.aclose)
+                app.state.decide = client.decide
+            async with inner(app) as state:
+                yield state
+
+    app.router.lifespan_context = lifespan
     return app

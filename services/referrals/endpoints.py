@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.referrals import intake, service
+from services.referrals import disclosure, intake, service
 from services.referrals.models import Referral
 from services.referrals.policy import DeadlinePolicy
 from services.referrals.repository import ReferralRepository
@@ -38,6 +38,7 @@ from services.referrals.schemas import (
 from shared.auth import Principal, require_scope
 from shared.calendar import WorkingDayCalendar
 from shared.crypto import Vault
+from shared.disclosures import Decide
 from shared.errors import DomainError
 from shared.schemas import IsoDateTime
 from shared.service import ClockDep, RuntimeDep, SessionDep
@@ -61,7 +62,13 @@ async def _vault(request: Request) -> Vault:
     return vault
 
 
+async def _decide(request: Request) -> Decide:
+    decide: Decide = request.app.state.decide
+    return decide
+
+
 CalendarDep = Annotated[WorkingDayCalendar, Depends(_calendar)]
+DecideDep = Annotated[Decide, Depends(_decide)]
 VaultDep = Annotated[Vault, Depends(_vault)]
 PolicyDep = Annotated[DeadlinePolicy, Depends(_policy)]
 Submitter = Annotated[Principal, Depends(require_scope("referrals:write"))]
@@ -203,6 +210,7 @@ async def referral_out(
                 given_at=action.at,
                 given_by=action.by_name,
                 message=action_texts.get(action.id),
+                disclosure_decision_id=action.disclosure_decision_id,
             )
             for action in referral.actions
             if action.action == "feedback"
@@ -455,17 +463,48 @@ async def decide_referral(
     "/referrals/{referral_id}/feedback",
     response_model=ReferralOut,
     summary="Record feedback to the referrer on what action is being taken",
-    responses=ACTION_RESPONSES,
+    description=(
+        "Feedback discloses what the MASH is doing to the referrer's organisation, so the "
+        "consent service's decision point decides it first and records the decision in the "
+        "ledger. A refusal is a 403 with the decision's reasons and its id, and nothing is "
+        "stored; an `override` (basis, reason, a manager's approval) asks again. If the "
+        "decision point cannot be asked, 503 and nothing is stored."
+    ),
+    responses={
+        **ACTION_RESPONSES,
+        403: {
+            "description": "Only the MASH (scope mash:triage) acts on referrals; or the decision "
+            "point decided not to share (the problem carries its reasons and decision_id)"
+        },
+        503: {"description": "The decision point could not be asked; nothing was stored"},
+    },
 )
 async def give_feedback(
     referral_id: uuid.UUID,
     body: FeedbackIn,
     triage: Triage,
+    runtime: RuntimeDep,
     session: SessionDep,
     clock: ClockDep,
     vault: VaultDep,
+    decide: DecideDep,
+    request: Request,
     idempotency_key: FeedbackIdempotencyKey = None,
 ) -> ReferralOut:
+    # Asked before the referral is locked: a slow decision point holds no MASH worker's lock.
+    async with runtime.database.transaction() as look:
+        referrer = await service.feedback_recipient(look, referral_id, idempotency_key)
+    decision_id = None
+    if referrer is not None:  # None: a retry of feedback already given, nothing to decide
+        decision = await disclosure.decide_feedback(
+            decide,
+            triage,
+            referrer,
+            given_by=body.given_by,
+            agreement_id=request.app.state.settings.agreement_id,
+            override=body.override,
+        )
+        decision_id = decision.decision_id
     await service.give_feedback(
         session,
         vault,
@@ -474,6 +513,7 @@ async def give_feedback(
         actor=service.Actor(body.given_by, triage),
         now=clock.now(),
         idempotency_key=idempotency_key,
+        disclosure_decision_id=decision_id,
     )
     return await _after_action(session, vault, referral_id, triage)
 

@@ -157,7 +157,9 @@ class ReferralFeedbackSent(
     key="referral_id",
     producer="referrals",
 ):
-    """Feedback on the referral was recorded for the referrer (the text stays sealed)."""
+    """Feedback on the referral was recorded for the referrer (the text stays sealed), after the
+    consent service's decision point allowed the disclosure (``disclosure_decision_id``, its
+    entry in the ledger; absent only on events from before feedback was decided)."""
 
     referral_id: UUID
     reference: str
@@ -165,6 +167,7 @@ class ReferralFeedbackSent(
     feedback_id: int
     sent_at: datetime
     within_deadline: bool
+    disclosure_decision_id: UUID | None = None
 
 
 class ReferralAssessmentCompleted(

@@ -92,8 +92,9 @@ class Referral(Base):
         lazy="raise", order_by="FamilyMember.position"
     )
     texts: Mapped[list[ReferralText]] = relationship(lazy="raise", order_by="ReferralText.id")
+    # Clocks started together (acknowledgement and decision) are ordered by kind: a stable order.
     deadlines: Mapped[list[ReferralDeadline]] = relationship(
-        lazy="raise", order_by="ReferralDeadline.started_at"
+        lazy="raise", order_by="[ReferralDeadline.started_at, ReferralDeadline.kind]"
     )
     actions: Mapped[list[ReferralAction]] = relationship(lazy="raise", order_by="ReferralAction.id")
 
@@ -212,6 +213,8 @@ class ReferralAction(Base):
     by_organisation: Mapped[str] = mapped_column(String(20))
     value: Mapped[str | None] = mapped_column(String(40))  # the RAG, the decision, …
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    # Feedback only: the consent service's decision (ledger) that allowed the disclosure.
+    disclosure_decision_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
 
 
 class ReferralDeadline(Base):

@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from shared.disclosures import Override
 from shared.identifiers import UPN, NHSNumber, UKPostcode
 from shared.schemas import RequestModel
 
@@ -352,6 +353,8 @@ class FeedbackOut(BaseModel):
     given_at: datetime
     given_by: str
     message: str | None  # None once every child's key has been destroyed (erasure)
+    # The consent service's decision to share it (None for feedback given before decisions).
+    disclosure_decision_id: UUID | None = None
 
 
 class ActionOut(BaseModel):
@@ -427,6 +430,11 @@ class DecisionIn(Strict):
 class FeedbackIn(Strict):
     message: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=5000)]
     given_by: Text200
+    override: Override | None = Field(
+        default=None,
+        description="Share despite a refusal or withdrawal of consent that covers this feedback: "
+        "the basis, the reason and (by the partnership's policy) the approving manager",
+    )
 
 
 class AssessmentCompletionIn(Strict):

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.consent.events import RetentionExpired
+from services.referrals import disclosure
 from services.referrals.events import (
     DeadlineMissed,
     ReferralAcknowledged,
@@ -396,6 +397,7 @@ async def _record_action(
     value: str | None = None,
     text: str | None = None,
     idempotency_key: str | None = None,
+    disclosure_decision_id: uuid.UUID | None = None,
 ) -> ReferralAction:
     """Add to the referral's history; a reason or feedback text is sealed for every child."""
     row = ReferralAction(
@@ -407,6 +409,7 @@ async def _record_action(
         by_organisation=actor.principal.organisation_code,
         value=value,
         idempotency_key=idempotency_key,
+        disclosure_decision_id=disclosure_decision_id,
     )
     session.add(row)
     await session.flush()
@@ -561,6 +564,49 @@ async def decide(
     )
 
 
+async def _feedback_given(
+    session: AsyncSession, referral_id: uuid.UUID, idempotency_key: str | None
+) -> bool:
+    if idempotency_key is None:
+        return False
+    already = await session.scalar(
+        select(ReferralAction.id).where(
+            ReferralAction.referral_id == referral_id,
+            ReferralAction.idempotency_key == idempotency_key,
+        )
+    )
+    return already is not None
+
+
+def _decided_first(referral: Referral) -> None:
+    if referral.decision is None:
+        raise Conflict(
+            f"Referral {referral.reference} has no decision yet: feedback tells the referrer "
+            "what action is being taken, so decide first"
+        )
+
+
+async def feedback_recipient(
+    session: AsyncSession, referral_id: uuid.UUID, idempotency_key: str | None
+) -> disclosure.Referrer | None:
+    """Whom feedback on this referral would disclose to, and about which children, for the
+    decision point (404 and 409 as ``give_feedback``); None when a retry with the same
+    ``idempotency_key`` finds the feedback already given."""
+    referral = await ReferralRepository(session).get(referral_id)
+    if referral is None:
+        raise NotFound(f"No referral {referral_id}")
+    if await _feedback_given(session, referral.id, idempotency_key):
+        return None
+    _decided_first(referral)
+    return disclosure.Referrer(
+        reference=referral.reference,
+        agency=referral.referrer_agency,
+        organisation_code=referral.referrer_organisation_code,
+        name=referral.referrer_name,
+        children=tuple(child.id for child in referral.children),
+    )
+
+
 async def give_feedback(
     session: AsyncSession,
     vault: Vault,
@@ -570,25 +616,16 @@ async def give_feedback(
     actor: Actor,
     now: datetime,
     idempotency_key: str | None = None,
+    disclosure_decision_id: uuid.UUID | None = None,
 ) -> None:
     """Feedback to the referrer on what is being done; it ends the feedback (and phone) clocks.
+    ``disclosure_decision_id``: the decision point's decision to share it (disclosure.py).
     A retry with the same ``idempotency_key`` finds the feedback already given and does nothing
     (the referral's row lock orders it after the first, so it sees it)."""
     referral = await _for_action(session, referral_id)
-    if idempotency_key is not None:
-        already = await session.scalar(
-            select(ReferralAction.id).where(
-                ReferralAction.referral_id == referral.id,
-                ReferralAction.idempotency_key == idempotency_key,
-            )
-        )
-        if already is not None:
-            return
-    if referral.decision is None:
-        raise Conflict(
-            f"Referral {referral.reference} has no decision yet: feedback tells the referrer "
-            "what action is being taken, so decide first"
-        )
+    if await _feedback_given(session, referral.id, idempotency_key):
+        return
+    _decided_first(referral)
     on_time = await _settle(session, referral, DeadlineKind.FEEDBACK, now, met=True)
     await _settle(session, referral, DeadlineKind.PHONE_FOLLOW_UP, now, met=False)
     row = await _record_action(
@@ -600,6 +637,7 @@ async def give_feedback(
         now,
         text=message,
         idempotency_key=idempotency_key,
+        disclosure_decision_id=disclosure_decision_id,
     )
     await outbox.append(
         session,
@@ -611,6 +649,7 @@ async def give_feedback(
             feedback_id=row.id,
             sent_at=now,
             within_deadline=on_time,
+            disclosure_decision_id=disclosure_decision_id,
         ),
         service=SERVICE,
         now=now,

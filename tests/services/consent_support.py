@@ -16,8 +16,9 @@ from fastapi import FastAPI
 from deploy.local.stack import REPO_ROOT
 from services.consent.app import create_app
 from shared.db import asyncpg_dsn
+from shared.disclosures import Decide, DisclosureClient
 from tests.support.apps import consent_settings, serving
-from tests.support.tokens import bearer
+from tests.support.tokens import bearer, token
 
 AGREEMENT = "demo-mash-isa-2026"
 SCHOOL_ASKS = bearer(
@@ -63,6 +64,22 @@ async def consent_api(
 ) -> AsyncIterator[httpx.AsyncClient]:
     async with serving(consent_app(database_url, bootstrap, tmp, **overrides)) as client:
         yield client
+
+
+async def platform_token() -> str:
+    """The platform client's token at the consent service (it decides on others' behalf)."""
+    return token(
+        organisation="THREADLINE",
+        agency="mash",
+        scopes="disclosures:decide disclosures:delegate",
+        audience="threadline:consent",
+        subject="threadline-platform",
+    )
+
+
+def decision_point(consent_api: httpx.AsyncClient) -> Decide:
+    """The consent app's decision point, asked as the platform client (over its ASGI app)."""
+    return DisclosureClient("http://testserver", platform_token, http=consent_api).decide
 
 
 def disclosure(subjects: list[uuid.UUID] | None = None, **overrides: Any) -> dict[str, Any]:

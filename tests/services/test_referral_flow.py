@@ -7,6 +7,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -18,6 +19,7 @@ from services.referrals.app import create_app as create_referrals
 from services.referrals.models import plumbing as referrals_plumbing
 from shared.clock import ManualClock
 from shared.db import Database
+from tests.services.consent_support import consent_app, decision_point
 from tests.services.factories import referral_body
 from tests.support.apps import notifications_settings, referrals_settings, serving
 from tests.support.kafka import eventually
@@ -35,19 +37,23 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 async def services(
-    database_url: str, bootstrap: str, clock: ManualClock
+    database_url: str, bootstrap: str, clock: ManualClock, tmp_path: Path
 ) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
-    referrals = create_referrals(
-        referrals_settings(database_url, bootstrap), clock=clock, configure_logs=False
-    )
     notifications = create_notifications(
         notifications_settings(database_url, bootstrap), configure_logs=False
     )
-    async with (
-        serving(referrals, headers=SCHOOL) as referrals_api,
-        serving(notifications, headers=MASH) as inbox_api,
-    ):
-        yield referrals_api, inbox_api
+    async with serving(consent_app(database_url, bootstrap, tmp_path)) as consent_api:
+        referrals = create_referrals(
+            referrals_settings(database_url, bootstrap),
+            clock=clock,
+            configure_logs=False,
+            decide=decision_point(consent_api),
+        )
+        async with (
+            serving(referrals, headers=SCHOOL) as referrals_api,
+            serving(notifications, headers=MASH) as inbox_api,
+        ):
+            yield referrals_api, inbox_api
 
 
 async def inbox_for(api: httpx.AsyncClient, referral_id: str) -> list[dict]:

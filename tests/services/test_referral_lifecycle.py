@@ -3,8 +3,10 @@ on the working-day calendar with the clock in the test's hands."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,6 +16,13 @@ from services.referrals.app import create_app
 from services.referrals.models import plumbing
 from shared.clock import ManualClock
 from shared.db import Database
+from tests.services.consent_support import (
+    DPO,
+    SCHOOL_ASKS,
+    consent_app,
+    consent_body,
+    decision_point,
+)
 from tests.services.factories import referral_body
 from tests.support.apps import referrals_settings, serving
 from tests.support.kafka import eventually
@@ -33,10 +42,24 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-async def api(
-    database_url: str, bootstrap: str, clock: ManualClock
+async def consent_api(
+    database_url: str, bootstrap: str, tmp_path: Path
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(referrals_settings(database_url, bootstrap), clock=clock, configure_logs=False)
+    """The consent service, whose decision point decides every feedback to a referrer."""
+    async with serving(consent_app(database_url, bootstrap, tmp_path)) as client:
+        yield client
+
+
+@pytest.fixture
+async def api(
+    database_url: str, bootstrap: str, clock: ManualClock, consent_api: httpx.AsyncClient
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(
+        referrals_settings(database_url, bootstrap),
+        clock=clock,
+        configure_logs=False,
+        decide=decision_point(consent_api),
+    )
     async with serving(app, headers=MASH) as client:
         yield client
 
@@ -257,7 +280,7 @@ async def test_reopening_starts_new_clocks_and_cancels_the_assessment(
 
 
 async def test_a_retried_feedback_with_the_same_idempotency_key_is_given_once(
-    api: httpx.AsyncClient, database: Database
+    api: httpx.AsyncClient, consent_api: httpx.AsyncClient, database: Database
 ) -> None:
     """The API committed the feedback and died before answering; the MASH's client sends it
     again with the same key: one feedback, one ``referral.feedback_sent``, one message to the
@@ -283,7 +306,120 @@ async def test_a_retried_feedback_with_the_same_idempotency_key_is_given_once(
     )
     assert len(update.json()["feedback"]) == 2
     assert (await events_of(database, rid)).count("referral.feedback_sent") == 2
+    # Each feedback was decided once: the retry found its feedback given and asked nothing.
+    child = update.json()["children"][0]["subject_id"]
+    assert len(await feedback_decisions(consent_api, child)) == 2
     bad = await api.post(
         f"/v1/referrals/{rid}/feedback", json=body, headers={"Idempotency-Key": "no"}
     )
     assert bad.status_code == 422 and "Idempotency-Key" in bad.text
+
+
+# -- feedback is a disclosure: the consent service's decision point decides it ----------------
+
+
+async def feedback_decisions(consent_api: httpx.AsyncClient, child: str) -> list[dict]:
+    """The ledger's decisions on feedback about ``child``, as the DPO lists them."""
+    response = await consent_api.get(
+        "/v1/dpo/decisions",
+        params={"subject_id": child, "purpose": "referral_feedback"},
+        headers=DPO,
+    )
+    assert response.status_code == 200, response.text
+    return list(response.json()["items"])
+
+
+async def decided_referral(api: httpx.AsyncClient) -> tuple[str, list[str]]:
+    referral = (await api.post("/v1/referrals", json=referral_body(), headers=SCHOOL)).json()
+    rid = referral["id"]
+    await act(api, rid, "acknowledge", {"acknowledged_by": "Ali"})
+    await act(api, rid, "decision", {"decision": "early_help", "reason": "x", "decided_by": "Ali"})
+    return rid, [child["subject_id"] for child in referral["children"]]
+
+
+async def test_feedback_is_decided_by_the_decision_point_and_recorded_in_the_ledger(
+    api: httpx.AsyncClient, consent_api: httpx.AsyncClient, database: Database
+) -> None:
+    rid, children = await decided_referral(api)
+    given = await act(api, rid, "feedback", {"message": "Early help offered.", "given_by": "Ali"})
+    [feedback] = given["feedback"]
+    decision_id = feedback["disclosure_decision_id"]
+    assert decision_id is not None
+
+    [entry] = await feedback_decisions(consent_api, children[0])
+    assert entry["entry_id"] == decision_id and entry["outcome"] == "share"
+    assert (entry["from_agency"], entry["to_agency"]) == ("mash", "school")
+    assert sorted(entry["subject_ids"]) == sorted(children)
+    assert entry["lawful_basis"] == "public_task"
+    # The referrer reads the feedback with the decision that let it through.
+    seen_by_school = (await api.get(f"/v1/referrals/{rid}", headers=SCHOOL)).json()
+    assert seen_by_school["feedback"][0]["disclosure_decision_id"] == decision_id
+    async with database.transaction() as session:
+        payload = await session.scalar(
+            select(plumbing.outbox.c.data)
+            .where(plumbing.outbox.c.partition_key == rid)
+            .where(plumbing.outbox.c.event_type == "referral.feedback_sent")
+        )
+    assert payload["disclosure_decision_id"] == decision_id
+
+
+async def test_feedback_a_consent_refusal_covers_is_refused_and_stored_only_once_overridden(
+    api: httpx.AsyncClient, consent_api: httpx.AsyncClient, database: Database
+) -> None:
+    """The mother refused consent to the MASH telling the school anything more: the feedback is
+    refused (403, with the decision's reasons), nothing is stored and the clock runs on; the
+    refusal is in the ledger. An override needs a manager's approval (422 naming it without);
+    with it, the feedback is given."""
+    rid, children = await decided_referral(api)
+    refusal = consent_body(
+        uuid.UUID(children[0]),
+        status="refused",
+        recipients=["school"],
+        purposes=["referral_feedback"],
+    )
+    recorded = await consent_api.post("/v1/consents", json=refusal, headers=SCHOOL_ASKS)
+    assert recorded.status_code == 201, recorded.text
+    body = {"message": "Early help offered.", "given_by": "Ali"}
+
+    refused = await api.post(f"/v1/referrals/{rid}/feedback", json=body)
+    assert refused.status_code == 403, refused.text
+    problem = refused.json()
+    assert "consent refused" in problem["detail"] and problem["decision_id"]
+    after = (await api.get(f"/v1/referrals/{rid}")).json()
+    assert after["feedback"] == []
+    assert deadlines(after)["feedback"][1] == "pending"
+    assert "referral.feedback_sent" not in await events_of(database, rid)
+    [entry] = await feedback_decisions(consent_api, children[0])
+    assert (entry["entry_id"], entry["outcome"]) == (problem["decision_id"], "do_not_share")
+
+    override = {"basis": "public_task", "reason": "The school must know early help is offered."}
+    unapproved = await api.post(
+        f"/v1/referrals/{rid}/feedback", json={**body, "override": override}
+    )
+    assert unapproved.status_code == 422, unapproved.text
+    assert [e["field"] for e in unapproved.json()["errors"]] == ["override.approved_by"]
+    approved = {**override, "approved_by": {"name": "Pat Manager", "role": "MASH manager"}}
+    given = await act(api, rid, "feedback", {**body, "override": approved})
+    [feedback] = given["feedback"]
+    entries = await feedback_decisions(consent_api, children[0])
+    assert [e["outcome"] for e in entries] == ["do_not_share", "share"]
+    assert entries[1]["entry_id"] == feedback["disclosure_decision_id"]
+    assert entries[1]["consent_status"] == "refused"
+    assert deadlines(given)["feedback"][1] == "met"
+
+
+async def test_without_an_answer_from_the_decision_point_no_feedback_is_given(
+    database_url: str, bootstrap: str, clock: ManualClock, database: Database
+) -> None:
+    """No consent service (nor identity provider to get a token from): 503, nothing stored;
+    never a silent share."""
+    app = create_app(referrals_settings(database_url, bootstrap), clock=clock, configure_logs=False)
+    async with serving(app, headers=MASH) as api:
+        rid, _ = await decided_referral(api)
+        response = await api.post(
+            f"/v1/referrals/{rid}/feedback", json={"message": "Hello there.", "given_by": "Ali"}
+        )
+        assert response.status_code == 503, response.text
+        assert "not recorded" in response.json()["detail"]
+        assert (await api.get(f"/v1/referrals/{rid}")).json()["feedback"] == []
+    assert "referral.feedback_sent" not in await events_of(database, rid)

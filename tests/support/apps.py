@@ -34,13 +34,14 @@ def _common(database_url: str, bootstrap: str, overrides: dict[str, Any]) -> dic
     }
 
 
-def referrals_settings(database_url: str, bootstrap: str, **overrides: Any) -> ReferralsSettings:
-    return ReferralsSettings(**_common(database_url, bootstrap, overrides))
-
-
-# Nothing listens on the discard port: a test that gives the notifications service no decision
-# point, mail server or identity provider of its own must never reach a developer's stack.
+# Nothing listens on the discard port: a test that gives a service no decision point, mail
+# server or identity provider of its own must never reach a developer's stack.
 NOWHERE = "http://127.0.0.1:9"
+
+
+def referrals_settings(database_url: str, bootstrap: str, **overrides: Any) -> ReferralsSettings:
+    isolated = {"consent_url": NOWHERE, "identity_url": NOWHERE, **overrides}
+    return ReferralsSettings(**_common(database_url, bootstrap, isolated))
 
 
 def notifications_settings(

@@ -10,7 +10,7 @@ import contextlib
 import socket
 import threading
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import Message as EmailMessage
@@ -31,7 +31,6 @@ from services.notifications.webhooks import (
 from shared.clock import Clock
 from shared.disclosures import DisclosureClient
 from tests.support.kafka import eventually
-from tests.support.tokens import token
 
 # Each endpoint's signing secret, and the one it is rotating to.
 OLD_SECRET = "whsec_" + base64.b64encode(b"threadline-test-secret-old-0001").decode()
@@ -298,21 +297,6 @@ async def _no_token() -> str:
     return "unused: nothing listens on the discard port"
 
 
-def decision_point(consent_api: httpx.AsyncClient) -> Callable[..., Awaitable[Any]]:
-    """The consent app's decision point, asked as the platform client (over its ASGI app)."""
-
-    async def platform_token() -> str:
-        return token(
-            organisation="THREADLINE",
-            agency="mash",
-            scopes="disclosures:decide disclosures:delegate",
-            audience="threadline:consent",
-            subject="threadline-platform",
-        )
-
-    return DisclosureClient("http://testserver", platform_token, http=consent_api).decide
-
-
 # -- the services ----------------------------------------------------------------------
 
 
@@ -348,7 +332,7 @@ async def world(
     from services.linking.app import create_app as create_linking
     from services.notifications.app import create_app as create_notifications
     from services.referrals.app import create_app as create_referrals
-    from tests.services.consent_support import consent_app
+    from tests.services.consent_support import consent_app, decision_point
     from tests.support.apps import (
         linking_settings,
         notifications_settings,
@@ -384,7 +368,10 @@ async def world(
                 settings, clock=clock, configure_logs=False, decide=decide
             )
             referrals = create_referrals(
-                referrals_settings(database_url, bootstrap), clock=clock, configure_logs=False
+                referrals_settings(database_url, bootstrap),
+                clock=clock,
+                configure_logs=False,
+                decide=decision_point(consent_api),  # feedback is decided, whatever the toggle
             )
             async with contextlib.AsyncExitStack() as stack:
                 if linking:

@@ -242,3 +242,80 @@ async def test_the_search_and_the_review_queue_work_without_javascript(
     await pair.get_by_role("button", name="Save the answer").click()
     await expect(page.get_by_text("Saved: the records stay apart")).to_be_visible()
     await context.close()
+
+
+async def test_feedback_a_refusal_of_consent_covers_is_not_sent_until_a_manager_approves(
+    browser: Browser, portal_stack: PortalStack, pages: Pages
+) -> None:
+    """The mother refused consent to the MASH telling the school more: the consent service's
+    decision point refuses the feedback, the page says why and that nothing was sent, and the
+    override asks for its basis, reason and the approving manager before it goes."""
+    school = bearer()
+    mash = bearer(organisation="MASH-DEMO", agency="mash", scopes="referrals:read mash:triage")
+    async with httpx.AsyncClient(base_url=portal_stack.referrals, timeout=30) as api:
+        created = await api.post("/v1/referrals", json=referral_body(), headers=school)
+        assert created.status_code == 201, created.text
+        referral = created.json()
+        rid = referral["id"]
+        for action, body in (
+            ("acknowledge", {"acknowledged_by": "Sam"}),
+            ("decision", {"decision": "early_help", "reason": "Family help.", "decided_by": "Sam"}),
+        ):
+            done = await api.post(f"/v1/referrals/{rid}/{action}", json=body, headers=mash)
+            assert done.status_code == 200, done.text
+    refusal = {
+        "subject_id": referral["children"][0]["subject_id"],
+        "grantor_kind": "person_with_parental_responsibility",
+        "grantor_description": "mother",
+        "status": "refused",
+        "data_categories": ["*"],
+        "recipients": ["school"],
+        "purposes": ["referral_feedback"],
+        "obtained_how": "by telephone to the MASH",
+        "obtained_at": "2026-01-05T09:00:00Z",
+        "obtained_by": {"name": "Sam Duty", "role": "MASH social worker"},
+    }
+    async with httpx.AsyncClient(base_url=portal_stack.consent, timeout=30) as consent:
+        recorded = await consent.post(
+            "/v1/consents",
+            json=refusal,
+            headers=bearer(
+                organisation="MASH-DEMO",
+                agency="mash",
+                scopes="consent:write",
+                audience="threadline:consent",
+            ),
+        )
+        assert recorded.status_code == 201, recorded.text
+
+    context, page = await signed_in(browser, portal_stack, pages, "mash.worker", "mash-consent")
+    await page.goto(f"/mash/referrals/{rid}")
+    await page.locator("#feedback_message").fill("Early help is offered to the family.")
+    await page.get_by_role("button", name="Send feedback").click()
+    summary = page.locator(".govuk-error-summary")
+    await expect(summary).to_contain_text(
+        "The feedback was not sent: a parent or the child has refused consent"
+    )
+    await expect(page.locator("#override_reason")).to_be_visible()  # the override is opened
+    await expect(page.locator("#feedback_message")).to_have_value(
+        "Early help is offered to the family."
+    )
+    await pages.check(page, "mash-feedback-refused")
+
+    await page.get_by_label("Public task").check()
+    await page.locator("#override_reason").fill("The school must support Maya's early help plan.")
+    await page.get_by_role("button", name="Send feedback").click()
+    await expect(summary).to_contain_text("Enter the name of the manager who approved it")
+    await pages.check(page, "mash-feedback-override-incomplete")
+
+    await page.locator("#override_approved_by").fill("Pat Manager")
+    await page.get_by_role("button", name="Send feedback").click()
+    await expect(
+        page.get_by_text("Feedback sent to the person who raised the concern")
+    ).to_be_visible()
+    async with httpx.AsyncClient(base_url=portal_stack.referrals, timeout=30) as api:
+        seen = (await api.get(f"/v1/referrals/{rid}", headers=school)).json()
+    [feedback] = seen["feedback"]
+    assert feedback["message"] == "Early help is offered to the family."
+    assert feedback["disclosure_decision_id"]
+    await context.close()

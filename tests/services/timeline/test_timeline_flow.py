@@ -26,7 +26,7 @@ from services.timeline.app import create_app as create_timeline
 from services.timeline.schemas import TimelineOut
 from shared.db import Database
 from shared.identifiers import nhs_check_digit
-from tests.services.consent_support import consent_app
+from tests.services.consent_support import consent_app, platform_token
 from tests.services.factories import referral_body
 from tests.support.apps import (
     linking_settings,
@@ -34,7 +34,7 @@ from tests.support.apps import (
     serving,
     timeline_settings,
 )
-from tests.support.tokens import MASH, MASH_TIMELINE, SCHOOL, bearer, token
+from tests.support.tokens import MASH, MASH_TIMELINE, SCHOOL, bearer
 
 POLICE = bearer(organisation="DEMO-PF", agency="police", scopes="contacts:write")
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -47,15 +47,6 @@ def nhs_number() -> str:
         digit = nhs_check_digit(stem)
         if digit is not None:
             return f"{stem}{digit}"
-
-
-async def platform_token() -> str:
-    return token(
-        organisation="THREADLINE",
-        agency="mash",
-        scopes="disclosures:decide disclosures:delegate",
-        audience="threadline:consent",
-    )
 
 
 async def until(check: Callable[[], Awaitable[T | None]], timeout: float = 60.0) -> T:
