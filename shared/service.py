@@ -178,7 +178,6 @@ class ServiceRuntime:
         return producer
 
     async def _consume(self) -> None:
-        assert self.producer is not None
         registry = self.definition.consumers
         assert registry is not None
         consumer: AIOKafkaConsumer = make_consumer(
@@ -187,14 +186,22 @@ class ServiceRuntime:
             client_id=f"threadline-{self.definition.name}-consumer",
             max_poll_records=self.settings.consumer_batch_size,
         )
+        # The dead-letter producer is the consumer's own, made afresh each time the supervisor
+        # restarts it: a producer a broker restart broke (OutOfOrderSequenceNumber, as the
+        # relay's did under `make chaos`) would otherwise fail every dead-lettering for good.
+        dead_letters = make_producer(
+            self.settings.kafka_bootstrap_servers,
+            client_id=f"threadline-{self.definition.name}-dlq",
+        )
         await consumer.start()
         try:
+            await dead_letters.start()
             self.consumer_runner = ConsumerRunner(
                 name=self.settings.consumer_group,
                 database=self.database,
                 plumbing=self.plumbing,
                 consumer=consumer,
-                producer=self.producer,
+                producer=dead_letters,
                 registry=registry,
                 max_attempts=self.settings.consumer_max_attempts,
                 backoff=self.settings.consumer_backoff_seconds,
@@ -209,6 +216,8 @@ class ServiceRuntime:
             # gone must not keep the service from stopping.
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(consumer.stop(), timeout=10)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(dead_letters.stop(), timeout=10)
 
     def _supervised(self, name: str, work: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
         async def keep_running() -> None:

@@ -6,6 +6,8 @@ import socket
 
 from services.consent.app import create_app as create_consent
 from services.referrals.app import create_app as create_referrals
+from shared.events.topics import Topic
+from shared.kafka import make_producer
 from tests.services.factories import referral_body
 from tests.support.apps import consent_settings, referrals_settings, serving
 from tests.support.kafka import eventually
@@ -93,3 +95,35 @@ async def test_the_consumer_batch_size_setting_reaches_the_kafka_consumer_and_th
         await eventually(running, timeout=20)
         assert runtime.consumer_runner.max_batch == 250
         assert runtime.consumer_runner.consumer._max_poll_records == 250
+
+
+async def test_dead_letters_do_not_depend_on_the_services_shared_producer(
+    database_url: str, bootstrap: str
+) -> None:
+    """The consumers dead-letter through a producer of their own, made afresh whenever the
+    supervisor restarts them: the shared producer breaking (a broker restart broke the relay's
+    with OutOfOrderSequenceNumber under `make chaos`) cannot stop a poison record going to the
+    dead-letter topic."""
+    app = create_consent(consent_settings(database_url, bootstrap), configure_logs=False)
+    async with serving(app):
+        runtime = app.state.runtime
+
+        async def running() -> bool:
+            return runtime.consumer_runner is not None
+
+        await eventually(running, timeout=20)
+        runner = runtime.consumer_runner
+        assert runner.producer is not runtime.producer
+        await runtime.producer.stop()  # the shared producer is gone
+        before = runner.dead_lettered
+        poison = make_producer(bootstrap, client_id="test-poison")
+        await poison.start()
+        try:
+            await poison.send_and_wait(Topic.REFERRALS.value, b"not an event", key=b"poison")
+        finally:
+            await poison.stop()
+
+        async def dead_lettered() -> bool:
+            return runner.dead_lettered > before
+
+        await eventually(dead_lettered, timeout=60)
