@@ -28,7 +28,7 @@ from joserfc.jws import JWSRegistry
 from joserfc.jwt import JWTClaimsRegistry
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from shared.errors import problem
+from shared.errors import document_problems, problem
 from shared.logging import get_logger
 from shared.ratelimit import RateLimiter
 
@@ -483,6 +483,13 @@ def _needs_principal(dependant: Any) -> bool:
     )
 
 
+def _needs_scope(dependant: Any) -> bool:
+    return any(
+        getattr(sub.call, "__name__", "") == "principal_with_scope" or _needs_scope(sub)
+        for sub in dependant.dependencies
+    )
+
+
 def declare_bearer_security(app: FastAPI, routers: Sequence[Any]) -> None:
     """Say in the app's OpenAPI which operations need a bearer token (those that depend on
     :func:`current_principal`), so that clients, the docs' "Authorize" button and schemathesis's
@@ -502,12 +509,18 @@ def declare_bearer_security(app: FastAPI, routers: Sequence[Any]) -> None:
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
             }
             routes = [route for router in routers for route in router.routes]
+            secured: set[tuple[str, str]] = set()
+            scoped: set[tuple[str, str]] = set()
             for route in routes:
                 if isinstance(route, APIRoute) and _needs_principal(route.dependant):
                     operations = schema["paths"].get(route.path_format, {})
                     for method in route.methods or ():
                         if method.lower() in operations:
                             operations[method.lower()]["security"] = [{"bearer": []}]
+                            secured.add((route.path_format, method.lower()))
+                            if _needs_scope(route.dependant):
+                                scoped.add((route.path_format, method.lower()))
+            document_problems(schema, secured, scoped)
             app.openapi_schema = schema
         return app.openapi_schema
 

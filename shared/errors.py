@@ -156,3 +156,86 @@ def _title(status: int) -> str:
         415: "Unsupported media type",
         429: "Too many requests",
     }.get(status, "Request refused")
+
+
+# -- the OpenAPI document says what the errors look like ---------------------------------------
+
+#: Every error body, as the handlers above write it (RFC 9457).
+PROBLEM_SCHEMAS: dict[str, Any] = {
+    "Problem": {
+        "title": "Problem",
+        "description": "An error, as RFC 9457 problem details (media type "
+        "application/problem+json). Some problems add members of their own: a refused "
+        "disclosure carries `decision_id` and `reasons`.",
+        "type": "object",
+        "properties": {
+            "type": {"type": "string", "example": "about:blank"},
+            "title": {"type": "string", "example": "The request is not valid"},
+            "status": {"type": "integer", "example": 422},
+            "detail": {"type": "string", "example": "Check these fields: children[0].nhs_number"},
+            "errors": {
+                "type": "array",
+                "description": "With 422: one item per field that breaks a rule",
+                "items": {"$ref": "#/components/schemas/FieldProblem"},
+            },
+        },
+        "required": ["type", "title", "status", "detail"],
+    },
+    "FieldProblem": {
+        "title": "FieldProblem",
+        "type": "object",
+        "properties": {
+            "field": {"type": "string", "example": "children[0].nhs_number"},
+            "message": {"type": "string", "example": "is not a valid NHS number"},
+            "type": {"type": "string", "example": "value_error"},
+        },
+        "required": ["field", "message"],
+    },
+}
+_PROBLEM_CONTENT = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+_SECURED = {
+    "401": "No valid bearer token: none, expired, not yet valid, for another audience or issuer, "
+    "or signed by a key its issuer does not publish (`WWW-Authenticate` says which)",
+    "429": "This client sent more requests a second than its limit; retry after `Retry-After` "
+    "seconds",
+}
+_SCOPED = {"403": "The token does not carry a scope this operation needs"}
+_WITH_BODY = {"413": "The request body is larger than the service accepts"}
+_ALWAYS = {
+    "503": "The service's database, or a service it depends on, cannot be reached just now; "
+    "nothing was changed; retry after `Retry-After` seconds",
+}
+_VALIDATION = (
+    "The request is not valid: `errors` names each field and the rule it breaks; nothing was stored"
+)
+
+
+def document_problems(
+    schema: dict[str, Any], secured: set[tuple[str, str]], scoped: set[tuple[str, str]]
+) -> None:
+    """Describe every operation's error responses as problem details in ``schema`` (in place):
+    the 401/429 of a bearer-token operation (``secured``: (path, method) pairs), the 403 of one
+    that needs a scope, 413 where a body is sent, 503 on every ``/v1`` operation, and FastAPI's
+    own 422 (whose default schema is not what the validation handler writes) replaced by the
+    real one."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    components.update(PROBLEM_SCHEMAS)
+    for path, operations in schema.get("paths", {}).items():
+        for method, operation in operations.items():
+            responses: dict[str, Any] = operation.setdefault("responses", {})
+            if "422" in responses:
+                responses["422"] = {"description": _VALIDATION}
+            added = dict(_ALWAYS) if path.startswith("/v1/") else {}
+            if (path, method) in secured:
+                added |= _SECURED
+            if (path, method) in scoped:
+                added |= _SCOPED
+            if "requestBody" in operation:
+                added |= _WITH_BODY
+            for status, description in added.items():
+                responses.setdefault(status, {"description": description})
+            for status, response in responses.items():
+                if status[:1] in {"4", "5"}:
+                    response["content"] = _PROBLEM_CONTENT
