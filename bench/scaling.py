@@ -121,19 +121,33 @@ def _accuracy(source: Path, target: Path) -> dict[str, Any]:
     return evaluation.pairwise([truth[i] for i in ids], [assigned[i] for i in ids]).as_dict()
 
 
+# link-file's worker processes (default: the machine's cores). Forked workers copy the pages of
+# the parent's records as they touch them (reference counts), so at 5M records two workers need
+# about three times one process's memory: THREADLINE_BENCH_SCALING_LINK_WORKERS=1 fits 24 GiB.
+LINK_WORKERS = os.environ.get("THREADLINE_BENCH_SCALING_LINK_WORKERS")
+# An input file generate(N, seed=7) already wrote (a run stopped after generating): reused as is.
+REUSE_INPUT = os.environ.get("THREADLINE_BENCH_SCALING_INPUT")
+
+
 def linking_point(count: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="threadline-scaling-", dir=REPO_ROOT / "var") as work:
         source, target = Path(work) / "in.csv", Path(work) / "out.csv"
-        print(f"scaling: generating {count:,} records …", flush=True)
-        generate_s = _generate(count, source)
+        if REUSE_INPUT:
+            source, generate_s = Path(REUSE_INPUT), 0.0
+            print(f"scaling: reusing {source} ({count:,} records) …", flush=True)
+        else:
+            print(f"scaling: generating {count:,} records …", flush=True)
+            generate_s = _generate(count, source)
         log = Path(work) / "link-file.log"
         print(f"scaling: link-file on {count:,} records …", flush=True)
         started = time.perf_counter()
+        workers = ["--workers", LINK_WORKERS] if LINK_WORKERS else []
         with log.open("w") as stderr:
             process = subprocess.Popen(
                 [
                     str(REPO_ROOT / ".venv" / "bin" / "threadline"),
                     "link-file",
+                    *workers,
                     str(source),
                     str(target),
                 ],
@@ -154,7 +168,8 @@ def linking_point(count: int) -> dict[str, Any]:
             "peak_rss_tree_mb": round(memory.peak_mb, 1),
             "peak_rss_largest_process_mb": round(usage.ru_maxrss / 1024, 1),
             "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
-            "generate_seconds": round(generate_s, 1),
+            "generate_seconds": round(generate_s, 1) if not REUSE_INPUT else "input reused",
+            "link_file_workers": int(LINK_WORKERS) if LINK_WORKERS else "default (cores)",
             "accuracy": _accuracy(source, target),
             "progress": progress[-12:],
             "measured_at": datetime.now(UTC).isoformat(),
