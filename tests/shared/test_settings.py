@@ -66,7 +66,11 @@ def test_production_refuses_every_development_default_at_once(
     monkeypatch.setenv("THREADLINE_IDENTITY_URL", "https://idp.threadline.example")
     monkeypatch.setenv("THREADLINE_NOTIFICATIONS_SMTP_STARTTLS", "true")
     assert NotificationsSettings().environment == "production"
-    # The referrals service also holds the master keys of the narrative encryption.
+    # The referrals service also holds the master keys of the narrative encryption, and asks the
+    # decision point before it records feedback to a referrer (a platform client secret).
+    with pytest.raises(ValidationError, match="THREADLINE_REFERRALS_CLIENT_SECRET must be set"):
+        ReferralsSettings()
+    monkeypatch.setenv("THREADLINE_REFERRALS_CLIENT_SECRET", "from-the-secret-store")
     with pytest.raises(ValidationError, match="development"):
         ReferralsSettings()
     monkeypatch.setenv("THREADLINE_REFERRALS_MASTER_KEYS", MasterKeyring.generate_setting("k1"))
