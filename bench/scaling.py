@@ -141,7 +141,10 @@ def linking_point(count: int) -> dict[str, Any]:
         log = Path(work) / "link-file.log"
         print(f"scaling: link-file on {count:,} records …", flush=True)
         started = time.perf_counter()
-        workers = ["--workers", LINK_WORKERS] if LINK_WORKERS else []
+        # Past a few million records, forked workers' copies of the records no longer fit in
+        # memory (attempt 2 at 5M, docs/scaling.md): one process unless told otherwise.
+        chosen = LINK_WORKERS or ("1" if count >= 2_000_000 else None)
+        workers = ["--workers", chosen] if chosen else []
         with log.open("w") as stderr:
             process = subprocess.Popen(
                 [
@@ -169,7 +172,7 @@ def linking_point(count: int) -> dict[str, Any]:
             "peak_rss_largest_process_mb": round(usage.ru_maxrss / 1024, 1),
             "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
             "generate_seconds": round(generate_s, 1) if not REUSE_INPUT else "input reused",
-            "link_file_workers": int(LINK_WORKERS) if LINK_WORKERS else "default (cores)",
+            "link_file_workers": int(chosen) if chosen else "default (cores)",
             "accuracy": _accuracy(source, target),
             "progress": progress[-12:],
             "measured_at": datetime.now(UTC).isoformat(),
