@@ -292,6 +292,24 @@ def known_names(tf: dict[str, dict[str, float]]) -> frozenset[str]:
     return frozenset(known)
 
 
+def _year_slip(a: Prepared, b: Prepared) -> bool:
+    """Whether one record's date of birth, with its year one out, is near the other's expected
+    date (2019-03-18 written 2018-03-18): the same pregnancy, the year mistyped."""
+    born, expected = (a.dob, b.expected) if a.dob is not None else (b.dob, a.expected)
+    if born is None or expected is None:
+        return False
+    for year in (expected.year - 1, expected.year, expected.year + 1):
+        if abs(year - born.year) != 1:
+            continue
+        try:
+            fixed = born.replace(year=year)
+        except ValueError:  # 29 February
+            continue
+        if abs((fixed - expected).days) <= cmp.UNBORN_WINDOW_DAYS:
+            return True
+    return False
+
+
 def conflict(
     a: Prepared, b: Prepared, levels: tuple[int, ...], known: frozenset[str] = frozenset()
 ) -> str | None:
@@ -308,7 +326,12 @@ def conflict(
                 return "dates of birth years apart (siblings, or a parent and child of one name)"
         else:
             first, second = a.expected or a.dob, b.expected or b.dob
-            if first and second and abs((first - second).days) > PREGNANCY_GAP_DAYS:
+            if (
+                first
+                and second
+                and abs((first - second).days) > PREGNANCY_GAP_DAYS
+                and not _year_slip(a, b)
+            ):
                 return "an expected date of birth that belongs to another pregnancy"
     if levels[cmp.NHS] == 1:
         return "different valid NHS numbers"

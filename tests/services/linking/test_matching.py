@@ -87,6 +87,17 @@ def test_an_unborn_sibling_is_not_the_older_child(model: LinkageModel) -> None:
     assert band(model, unborn, older) is Band.NEW_PERSON
 
 
+def test_a_birth_year_one_out_is_no_other_pregnancy(model: LinkageModel) -> None:
+    # 2019-03-18 written 2018-03-18: a typed year, not a child born a year before the due date.
+    unborn = record(given_names="Unborn", expected_date=date(2019, 4, 7), **HOME)
+    slipped = record(given_names="Olivia", date_of_birth=date(2018, 3, 18), **HOME)
+    assert conflict(unborn, slipped, cmp.levels(unborn, slipped)) is None
+    far = record(given_names="Olivia", date_of_birth=date(2018, 1, 2), **HOME)
+    assert conflict(unborn, far, cmp.levels(unborn, far)) is not None
+    # The date still disagrees: no link on it.
+    assert band(model, unborn, slipped) is Band.NEW_PERSON
+
+
 def test_a_baby_record_that_fits_both_twins_joins_neither_and_twins_stay_apart(
     model: LinkageModel,
 ) -> None:
