@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -74,6 +74,8 @@ PolicyDep = Annotated[DeadlinePolicy, Depends(_policy)]
 Submitter = Annotated[Principal, Depends(require_scope("referrals:write"))]
 Reader = Annotated[Principal, Depends(require_scope("referrals:read", "mash:triage"))]
 Triage = Annotated[Principal, Depends(require_scope("mash:triage"))]
+#: Where a referral is; the list's ``status`` filter takes only these (anything else is 422).
+ReferralStatus = Literal["received", "acknowledged", "decided", "assessment_completed", "reopened"]
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -315,7 +317,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 async def list_referrals(
     reader: Reader,
     session: SessionDep,
-    status_filter: Annotated[str | None, Query(alias="status", max_length=20)] = None,
+    status_filter: Annotated[ReferralStatus | None, Query(alias="status")] = None,
     received_since: IsoDateTime | None = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,

@@ -163,3 +163,16 @@ async def test_a_number_is_not_taken_for_a_yes_or_no_in_a_body(clients: dict[str
         headers=LINKING,
     )
     assert search.status_code == 200, search.text  # a query's "1" is still a yes
+
+
+async def test_a_referral_status_filter_that_is_no_status_is_refused_by_name(
+    clients: dict[str, Any],
+) -> None:
+    """Found on 23 November: a NUL byte in ``status`` reached PostgreSQL (500). The filter now
+    takes only the statuses a referral has."""
+    referrals = clients["referrals"]
+    for value in ("噐ß\x00³z8", "closed"):
+        refused = await referrals.get("/v1/referrals", params={"status": value}, headers=READER)
+        assert _fields(refused) == {"query.status"}
+    found = await referrals.get("/v1/referrals", params={"status": "decided"}, headers=READER)
+    assert found.status_code == 200, found.text
