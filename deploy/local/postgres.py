@@ -26,6 +26,16 @@ SYSTEM_USER = "embedded_postgres"
 SUPERUSER = "threadline"
 
 
+#: Checkpoint settings of every durable server (development, benchmarks; docker-compose.yml
+#: passes the same): at most one checkpoint in 15 minutes unless 4 GB of WAL come first, its
+#: writes spread over 90% of the interval.
+CHECKPOINT_OPTIONS = (
+    "-c max_wal_size=4GB",
+    "-c checkpoint_timeout=15min",
+    "-c checkpoint_completion_target=0.9",
+)
+
+
 class LocalPostgres:
     def __init__(
         self,
@@ -126,6 +136,11 @@ class LocalPostgres:
         if not self.durable:
             # Test servers only: their data is thrown away, so skip the flushes.
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        else:
+            # Fewer, spread checkpoints. With the default 1 GB of WAL, the consent ledger's
+            # appends (random keys in 10M-entry indexes, so a full page image per page touched)
+            # forced a checkpoint every 15 s, and each stalled decisions (bench/consent.py).
+            options += [*CHECKPOINT_OPTIONS]
         result = self._run(
             "pg_ctl",
             [
