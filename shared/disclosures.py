@@ -23,6 +23,7 @@ from uuid import UUID
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from shared.errors import DomainError
 from shared.schemas import RequestModel
 from shared.tokens import TokenError
 
@@ -250,6 +251,36 @@ class DecisionPointError(Exception):
         super().__init__(f"{status}: {problem.get('detail', problem)}")
         self.status = status
         self.problem = problem
+
+
+class DisclosureRefused(DomainError):
+    """The decision point decided not to share: 403, with the decision's reasons."""
+
+    status_code = 403
+    title = "Forbidden"
+
+
+class DecisionUnavailable(DomainError):
+    """No decision could be had: 503, and nothing is disclosed (never a silent share)."""
+
+    status_code = 503
+    title = "Service unavailable"
+
+
+def unanswered(error: DecisionPointError, *, asker: str, unavailable: str) -> DecisionUnavailable:
+    """The 503 for a request the decision point did not answer. A 4xx other than 401, 403 and
+    429 means the asking service's own request or configuration was wrong, and says so with the
+    decision point's detail; anything else is ``unavailable``, the caller's words for what did
+    not happen."""
+    if 400 <= error.status < 500 and error.status not in (401, 403, 429):
+        detail = error.problem.get("detail", error.problem)
+        return DecisionUnavailable(
+            f"The consent service refused the {asker}'s disclosure request ({detail}). "
+            f"{unavailable}"
+        )
+    return DecisionUnavailable(
+        f"The consent service's decision point could not be asked. {unavailable}"
+    )
 
 
 TokenSource = Callable[[], Awaitable[str]]

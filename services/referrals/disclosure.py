@@ -33,6 +33,7 @@ from shared.disclosures import (
     Decide,
     DecisionPointError,
     DisclosureDecision,
+    DisclosureRefused,
     DisclosureRequest,
     Outcome,
     Override,
@@ -41,6 +42,7 @@ from shared.disclosures import (
     Recipient,
     Requester,
     Schedule1Condition,
+    unanswered,
 )
 from shared.errors import DomainError
 from shared.logging import get_logger
@@ -76,19 +78,9 @@ class Referrer:
     children: tuple[uuid.UUID, ...]
 
 
-class FeedbackRefused(DomainError):
-    status_code = 403
-    title = "Forbidden"
-
-
 class FeedbackRequestRefused(DomainError):
     status_code = 422
     title = "The request is not valid"
-
-
-class DecisionUnavailable(DomainError):
-    status_code = 503
-    title = "Service unavailable"
 
 
 def request_for(
@@ -157,19 +149,14 @@ async def decide_feedback(
             raise FeedbackRequestRefused(
                 str(problem.get("detail", "the override is not complete")), errors=errors
             ) from error
-        if 400 <= error.status < 500 and error.status not in (401, 403, 429):
-            # Anything else refused is this service's request or configuration: say so plainly.
-            raise DecisionUnavailable(
-                "The consent service refused the referrals service's disclosure request "
-                f"({problem.get('detail', problem)}); the feedback was not recorded or sent."
-            ) from error
-        raise DecisionUnavailable(
-            "The consent service's decision point could not be asked, so the feedback was not "
-            "recorded or sent; try again shortly.",
+        raise unanswered(
+            error,
+            asker="referrals service",
+            unavailable="The feedback was not recorded or sent; try again shortly.",
         ) from error
     if decision.decision != Outcome.SHARE:
         reasons = "; ".join(decision.reasons) or "the decision was not to share"
-        raise FeedbackRefused(
+        raise DisclosureRefused(
             f"The feedback may not be shared with {referrer.organisation_code}: {reasons}. "
             "Nothing was recorded or sent. To share despite a refusal or withdrawal of consent, "
             "give an override with its basis, reason and a manager's approval.",

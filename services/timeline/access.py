@@ -29,8 +29,8 @@ from shared.disclosures import (
     Recipient,
     Requester,
     Schedule1Condition,
+    unanswered,
 )
-from shared.errors import DomainError
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -48,16 +48,6 @@ WHY_NOT_SOUGHT = (
     "Reading the chronology is part of deciding, within one working day, whether the child "
     "is at risk; asking the family first could delay or prejudice that."
 )
-
-
-class Refused(DomainError):
-    status_code = 403
-    title = "Forbidden"
-
-
-class DecisionUnavailable(DomainError):
-    status_code = 503
-    title = "Service unavailable"
 
 
 def request_for(
@@ -140,15 +130,10 @@ async def decide(
             decision = await client.decide(request_for(principal, chunk, settings))
         except DecisionPointError as error:
             log.warning("timeline.decision_point_failed", status=error.status)
-            if 400 <= error.status < 500 and error.status not in (401, 403):
-                # the request was wrong: our fault, not the reader's; say so plainly
-                raise DecisionUnavailable(
-                    "the consent service refused the timeline's disclosure request: "
-                    f"{error.problem.get('detail', error.problem)}"
-                ) from error
-            raise DecisionUnavailable(
-                "the consent service's decision point could not be asked, so the chronology "
-                "is not shown; try again shortly"
+            raise unanswered(
+                error,
+                asker="timeline",
+                unavailable="The chronology is not shown; try again shortly.",
             ) from error
         decisions.append(decision)
         if decision.decision != Outcome.SHARE:

@@ -25,7 +25,7 @@ from services.timeline.schemas import (
 )
 from services.timeline.settings import TimelineSettings
 from shared.auth import Principal, require_scope
-from shared.disclosures import DisclosureClient
+from shared.disclosures import DisclosureClient, DisclosureRefused
 from shared.errors import DomainError, NotFound
 from shared.schemas import IsoDate
 from shared.service import ClockDep, SessionDep, runtime_of
@@ -109,7 +109,7 @@ async def _disclose(
         # recorded in its own transaction: the refusal must be logged though the request fails
         async with runtime_of(request).database.transaction() as own:
             await access.record(own, principal, action, person_id, "refused", last, reason)
-        raise access.Refused(f"not shared: {reason}", decision_id=str(last))
+        raise DisclosureRefused(f"not shared: {reason}", decision_id=str(last))
     rows = (
         await reads.entry_rows(session, ids, filters or reads.Filters(), facts=facts)
         if with_entries
