@@ -41,6 +41,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import text
 
+from deploy.local.demo import partnership_section
 from deploy.local.stack import REPO_ROOT, Stack
 from services.catalogue import MIGRATED
 from services.notifications.webhooks import VerifiedWebhook, WebhookVerifier, receiver_app
@@ -99,14 +100,7 @@ def _write_config(stack: Stack, base: int) -> None:
     hook = f'url = "http://127.0.0.1:{base + 41}/"\nsecrets = ["{SECRET}"]'
     (stack.state_dir / "routing.toml").write_text(
         f"""
-[partnership]
-name = "Chaos partnership"
-agreement_id = "demo-mash-isa-2026"
-mash = "MASH-DEMO"
-mash_duty_telephone = "01632 960 001"
-education_safeguarding = "DEMO-LA-EDS"
-children_social_care = "DEMO-LA"
-out_of_hours_telephone = "01632 960 999"
+{partnership_section("Chaos partnership")}
 
 [[organisations]]
 code = "MASH-DEMO"

@@ -31,6 +31,7 @@ import uvicorn
 from sqlalchemy import text
 
 from bench.ingest import CpuSampler
+from deploy.local.demo import partnership_section
 from deploy.local.stack import Stack
 from services.catalogue import MIGRATED, load_events
 from services.notifications.webhooks import VerifiedWebhook, WebhookVerifier, receiver_app
@@ -80,14 +81,7 @@ def _routing(path: Path) -> Path:
     hook = f'url = "http://127.0.0.1:{RECEIVER_PORT}/"\nsecrets = ["{SECRET}"]'
     path.write_text(
         f"""
-[partnership]
-name = "Bench partnership"
-agreement_id = "demo-mash-isa-2026"
-mash = "MASH-DEMO"
-mash_duty_telephone = "01632 960 001"
-education_safeguarding = "DEMO-LA-EDS"
-children_social_care = "DEMO-LA"
-out_of_hours_telephone = "01632 960 999"
+{partnership_section("Bench partnership")}
 
 [[organisations]]
 code = "MASH-DEMO"

@@ -7,6 +7,7 @@ Idempotency-Key, so seeding twice creates nothing new.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import tomllib
@@ -327,3 +328,12 @@ def seed_linking(
             f"{reviews['total']} open review item(s) at {linking_url}/v1/reviews"
         )
     return lines
+
+
+def partnership_section(name: str) -> str:
+    """The demo routing file's ``[partnership]`` table under another name, as TOML: for the
+    tests' and benchmarks' own routing files, which add their own organisations."""
+    path = Path(__file__).resolve().parents[2] / "config" / "notifications" / "routing.toml"
+    table = {**tomllib.loads(path.read_text(encoding="utf-8"))["partnership"], "name": name}
+    lines = [f"{key} = {json.dumps(value)}" for key, value in table.items()]
+    return "\n".join(["[partnership]", *lines]) + "\n"

@@ -23,6 +23,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from starlette.types import Receive, Scope, Send
 
+from deploy.local.demo import partnership_section
 from services.notifications.webhooks import (
     VerifiedWebhook,
     WebhookVerifier,
@@ -212,14 +213,7 @@ def routing_file(tmp: Path, receiver: WebhookReceiver, *, extra: str = "") -> Pa
     secrets = f'["{NEW_SECRET}", "{OLD_SECRET}"]'
     path.write_text(
         f"""
-[partnership]
-name = "Test partnership"
-agreement_id = "demo-mash-isa-2026"
-mash = "MASH-DEMO"
-mash_duty_telephone = "01632 960 001"
-education_safeguarding = "DEMO-LA-EDS"
-children_social_care = "DEMO-LA"
-out_of_hours_telephone = "01632 960 999"
+{partnership_section("Test partnership")}
 
 [[organisations]]
 code = "MASH-DEMO"

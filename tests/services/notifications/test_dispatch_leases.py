@@ -11,6 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import Insert, func, insert, select
 
+from deploy.local.demo import partnership_section
 from services.notifications import routing
 from services.notifications.channels import DELIVERED, Outcome, Outgoing
 from services.notifications.delivery import Dispatcher
@@ -24,15 +25,8 @@ from tests.support.apps import notifications_settings
 # Long ago: other tests' messages in the shared database fall due at real times, never by then,
 # so the dispatchers here claim only this file's rows.
 T0 = datetime(2001, 1, 8, 9, 0, tzinfo=UTC)
-ROUTING = """
-[partnership]
-name = "Lease test"
-agreement_id = "demo-mash-isa-2026"
-mash = "MASH-DEMO"
-mash_duty_telephone = "01632 960 001"
-education_safeguarding = "DEMO-LA-EDS"
-children_social_care = "DEMO-LA"
-out_of_hours_telephone = "01632 960 999"
+ROUTING = f"""
+{partnership_section("Lease test")}
 
 [[organisations]]
 code = "MASH-DEMO"
