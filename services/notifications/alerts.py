@@ -94,39 +94,45 @@ class Setup:
 # -- referrals ---------------------------------------------------------------------------------
 
 
+def referral_fact_row(event: ReferralReceived) -> dict[str, Any]:
+    """Who referred whom (a row of ``REFERRAL_FACT_COLUMNS``)."""
+    return {
+        "referral_id": event.referral_id,
+        "reference": event.reference,
+        "referrer_organisation": event.referrer_organisation_code,
+        "referrer_agency": event.referrer_agency,
+        "referrer_name": event.referrer_name,
+        "raised_via": event.raised_via,
+        "received_at": event.received_at,
+        "subject_ids": [child.subject_id for child in event.children],
+    }
+
+
+def referral_subject_rows(event: ReferralReceived) -> list[dict[str, Any]]:
+    """What each child's record in the referral says, their school included."""
+    from_school = event.referrer_agency == "school"
+    return [
+        _subject_row(
+            child,
+            source_type="referral",
+            source_id=event.referral_id,
+            organisation=event.referrer_organisation_code,
+            agency=event.referrer_agency,
+            seen_at=event.received_at,
+            school_urn=child.school_urn
+            or (event.referrer_organisation_code if from_school else None),
+        )
+        for child in event.children
+    ]
+
+
 async def referral_received(
     setup: Setup, session: AsyncSession, event: ReferralReceived, envelope: Envelope
 ) -> None:
     """Remember who referred whom, and what each child's record says of their school."""
     repository = AlertRepository(session)
-    await repository.remember_referral(
-        {
-            "referral_id": event.referral_id,
-            "reference": event.reference,
-            "referrer_organisation": event.referrer_organisation_code,
-            "referrer_agency": event.referrer_agency,
-            "referrer_name": event.referrer_name,
-            "raised_via": event.raised_via,
-            "received_at": event.received_at,
-            "subject_ids": [child.subject_id for child in event.children],
-        }
-    )
-    from_school = event.referrer_agency == "school"
-    await repository.remember_subjects(
-        [
-            _subject_row(
-                child,
-                source_type="referral",
-                source_id=event.referral_id,
-                organisation=event.referrer_organisation_code,
-                agency=event.referrer_agency,
-                seen_at=event.received_at,
-                school_urn=child.school_urn
-                or (event.referrer_organisation_code if from_school else None),
-            )
-            for child in event.children
-        ]
-    )
+    await repository.remember_referrals([referral_fact_row(event)])
+    await repository.remember_subjects(referral_subject_rows(event))
 
 
 def _subject_row(

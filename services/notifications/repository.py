@@ -34,25 +34,74 @@ from services.notifications.models import (
 )
 
 
+def _insert_all_columns(table: Table, columns: Any = None) -> Any:
+    """INSERT of one row whose every value is a bind parameter named after its column: built
+    once, so that each call (and each row of an executemany) skips building a statement."""
+    chosen = table.columns if columns is None else [table.c[name] for name in columns]
+    return pg_insert(table).values({c.name: bindparam(c.name, type_=c.type) for c in chosen})
+
+
+_INBOX_ITEMS: Table = InboxItem.__table__  # type: ignore[assignment]
+_ADD_INBOX_ITEM = _insert_all_columns(_INBOX_ITEMS)
+_REFERRAL_FACTS: Table = ReferralFact.__table__  # type: ignore[assignment]
+REFERRAL_FACT_COLUMNS = (
+    "referral_id",
+    "reference",
+    "referrer_organisation",
+    "referrer_agency",
+    "referrer_name",
+    "raised_via",
+    "received_at",
+    "subject_ids",
+)
+_ADD_REFERRAL_FACT = _insert_all_columns(
+    _REFERRAL_FACTS, REFERRAL_FACT_COLUMNS
+).on_conflict_do_nothing(index_elements=[_REFERRAL_FACTS.c.referral_id])
+_SUBJECTS: Table = Subject.__table__  # type: ignore[assignment]
+SUBJECT_COLUMNS = (
+    "subject_id",
+    "source_type",
+    "source_id",
+    "organisation_code",
+    "agency",
+    "school_urn",
+    "school_status",
+    "upn",
+    "nhs_number",
+    "seen_at",
+)
+_SUBJECT_INSERT = _insert_all_columns(_SUBJECTS, SUBJECT_COLUMNS)
+# What a record says of a child replaces what an earlier record said; a link that came first
+# (person_id, record_id, linked_at) is kept.
+_UPSERT_SUBJECT = _SUBJECT_INSERT.on_conflict_do_update(
+    index_elements=[_SUBJECTS.c.subject_id],
+    set_={name: _SUBJECT_INSERT.excluded[name] for name in SUBJECT_COLUMNS[1:]},
+)
+
+
+_RESOLVE = (
+    update(_INBOX_ITEMS)
+    .where(_INBOX_ITEMS.c.referral_id == bindparam("of_referral"))
+    .where(_INBOX_ITEMS.c.kind.in_(bindparam("of_kinds", expanding=True)))
+    .where(_INBOX_ITEMS.c.status == "open")
+    .values(status="done", resolved_at=bindparam("resolved"))
+)
+
+
 class InboxRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def add(self, item: InboxItem) -> None:
-        # Flushed with the rest of the transaction (the items of a batch of events in one INSERT);
-        # autoflush writes it first if a later statement of the transaction reads inbox items.
-        self.session.add(item)
+    async def add(self, rows: list[dict[str, Any]]) -> None:
+        """Insert inbox items given as rows with every column (one executemany)."""
+        if rows:
+            await self.session.execute(_ADD_INBOX_ITEM, rows)
 
-    async def resolve(self, referral_id: uuid.UUID, kind: str, now: datetime) -> int:
-        result = await self.session.execute(
-            update(InboxItem)
-            .where(InboxItem.referral_id == referral_id)
-            .where(InboxItem.kind == kind)
-            .where(InboxItem.status == "open")
-            .values(status="done", resolved_at=now)
-            .returning(InboxItem.id)
+    async def resolve(self, referral_id: uuid.UUID, kinds: tuple[str, ...], now: datetime) -> None:
+        """Mark the referral's open items of these kinds done (one statement, built once)."""
+        await self.session.execute(
+            _RESOLVE, {"of_referral": referral_id, "of_kinds": list(kinds), "resolved": now}
         )
-        return len(result.all())
 
     async def list(
         self,
@@ -472,10 +521,10 @@ class AlertRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def remember_referral(self, values: dict[str, Any]) -> None:
-        await self.session.execute(
-            pg_insert(ReferralFact).values(**values).on_conflict_do_nothing()
-        )
+    async def remember_referrals(self, rows: list[dict[str, Any]]) -> None:
+        """Remember each referral (rows of ``REFERRAL_FACT_COLUMNS``); one already known is kept."""
+        if rows:
+            await self.session.execute(_ADD_REFERRAL_FACT, rows)
 
     async def referral(self, referral_id: uuid.UUID) -> ReferralFact | None:
         return await self.session.get(ReferralFact, referral_id)
@@ -486,29 +535,12 @@ class AlertRepository:
         )
 
     async def remember_subjects(self, rows: list[dict[str, Any]]) -> None:
-        """Record what each record says of a child; a link that came first is kept."""
+        """Record what each record says of a child (rows of ``SUBJECT_COLUMNS``); a link that
+        came first is kept. Rows for the same child apply in order: the last one holds."""
         if not rows:
             return
-        statement = pg_insert(Subject).values(rows)
-        await self.session.execute(
-            statement.on_conflict_do_update(
-                index_elements=[Subject.subject_id],
-                set_={
-                    name: statement.excluded[name]
-                    for name in (
-                        "source_type",
-                        "source_id",
-                        "organisation_code",
-                        "agency",
-                        "school_urn",
-                        "school_status",
-                        "upn",
-                        "nhs_number",
-                        "seen_at",
-                    )
-                },
-            )
-        )
+        last = {row["subject_id"]: row for row in rows}
+        await self.session.execute(_UPSERT_SUBJECT, list(last.values()))
 
     async def link(
         self,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, time, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.notifications.models import InboxItem
 from services.notifications.repository import InboxRepository
 from services.referrals.events import (
     DeadlineMissed,
@@ -55,64 +55,100 @@ def _children(event: ReferralReceived) -> str:
     return "1 child" if count == 1 else f"{count} children"
 
 
+def _row(
+    envelope: Envelope,
+    *,
+    kind: str,
+    audience: str,
+    referral_id: uuid.UUID,
+    reference: str,
+    title: str,
+    body: str,
+    due_at: datetime | None = None,
+    organisation_code: str | None = None,
+) -> dict[str, Any]:
+    """An inbox item raised by an event, as the row ``InboxRepository.add`` takes."""
+    return {
+        "id": uuid.uuid4(),
+        "source_event_id": envelope.id,
+        "kind": kind,
+        "audience": audience,
+        "organisation_code": organisation_code,
+        "referral_id": referral_id,
+        "referral_reference": reference,
+        "title": title,
+        "body": body,
+        "due_at": due_at,
+        "status": "open",
+        "created_at": envelope.time,
+        "resolved_at": None,
+        "correlation_id": envelope.correlation_id,
+    }
+
+
+def new_referral_item(event: ReferralReceived, envelope: Envelope) -> dict[str, Any]:
+    """The MASH inbox item a new referral raises."""
+    categories = ", ".join(category.replace("_", " ") for category in event.concern_categories)
+    return _row(
+        envelope,
+        kind=NEW_REFERRAL,
+        audience="mash_worker",
+        referral_id=event.referral_id,
+        reference=event.reference,
+        title=f"New referral {event.reference} about {_children(event)}",
+        body=(
+            f"From {event.referrer_agency.replace('_', ' ')} "
+            f"({event.referrer_organisation_code}), raised "
+            f"{RAISED_VIA.get(event.raised_via, event.raised_via)}. "
+            f"Concerns: {categories}. "
+            f"Acknowledge to the referrer by {_local(event.acknowledgement_due_at)}."
+        ),
+        due_at=event.acknowledgement_due_at,
+    )
+
+
 async def referral_received(
     session: AsyncSession, event: ReferralReceived, envelope: Envelope
 ) -> None:
-    categories = ", ".join(category.replace("_", " ") for category in event.concern_categories)
-    await InboxRepository(session).add(
-        InboxItem(
-            id=uuid.uuid4(),
-            source_event_id=envelope.id,
-            kind=NEW_REFERRAL,
-            audience="mash_worker",
-            referral_id=event.referral_id,
-            referral_reference=event.reference,
-            title=f"New referral {event.reference} about {_children(event)}",
-            body=(
-                f"From {event.referrer_agency.replace('_', ' ')} "
-                f"({event.referrer_organisation_code}), raised "
-                f"{RAISED_VIA.get(event.raised_via, event.raised_via)}. "
-                f"Concerns: {categories}. "
-                f"Acknowledge to the referrer by {_local(event.acknowledgement_due_at)}."
-            ),
-            due_at=event.acknowledgement_due_at,
-            status="open",
-            created_at=envelope.time,
-            correlation_id=envelope.correlation_id,
-        )
-    )
+    await InboxRepository(session).add([new_referral_item(event, envelope)])
 
 
 async def referral_acknowledged(
     session: AsyncSession, event: ReferralAcknowledged, envelope: Envelope
 ) -> None:
-    repository = InboxRepository(session)
-    for kind in (NEW_REFERRAL, ACK_OVERDUE, f"{REFERRER_MAY_CHASE}:acknowledgement"):
-        await repository.resolve(event.referral_id, kind, event.acknowledged_at)
+    await InboxRepository(session).resolve(
+        event.referral_id,
+        (NEW_REFERRAL, ACK_OVERDUE, f"{REFERRER_MAY_CHASE}:acknowledgement"),
+        event.acknowledged_at,
+    )
 
 
 async def referral_decided(
     session: AsyncSession, event: ReferralDecided, envelope: Envelope
 ) -> None:
-    repository = InboxRepository(session)
-    for kind in (DECISION_OVERDUE, f"{REFERRER_MAY_CHASE}:decision"):
-        await repository.resolve(event.referral_id, kind, event.decided_at)
+    await InboxRepository(session).resolve(
+        event.referral_id, (DECISION_OVERDUE, f"{REFERRER_MAY_CHASE}:decision"), event.decided_at
+    )
 
 
 async def feedback_sent(
     session: AsyncSession, event: ReferralFeedbackSent, envelope: Envelope
 ) -> None:
-    repository = InboxRepository(session)
-    for kind in (FEEDBACK_OVERDUE, f"{REFERRER_MAY_CHASE}:feedback", PHONE_FOLLOW_UP):
-        await repository.resolve(event.referral_id, kind, event.sent_at)
+    await InboxRepository(session).resolve(
+        event.referral_id,
+        (FEEDBACK_OVERDUE, f"{REFERRER_MAY_CHASE}:feedback", PHONE_FOLLOW_UP),
+        event.sent_at,
+    )
 
 
 async def assessment_completed(
     session: AsyncSession, event: ReferralAssessmentCompleted, envelope: Envelope
 ) -> None:
-    repository = InboxRepository(session)
-    for kind in (ASSESSMENT_OVERDUE, f"{REFERRER_MAY_CHASE}:assessment"):
-        await repository.resolve(event.referral_id, kind, event.completed_at)
+    await InboxRepository(session).resolve(
+        event.referral_id,
+        (ASSESSMENT_OVERDUE, f"{REFERRER_MAY_CHASE}:assessment"),
+        event.completed_at,
+    )
 
 
 def _item(
@@ -124,21 +160,16 @@ def _item(
     title: str,
     body: str,
     organisation_code: str | None = None,
-) -> InboxItem:
-    return InboxItem(
-        id=uuid.uuid4(),
-        source_event_id=envelope.id,
+) -> dict[str, Any]:
+    return _row(
+        envelope,
         kind=kind,
         audience=audience,
         organisation_code=organisation_code,
         referral_id=event.referral_id,
-        referral_reference=event.reference,
+        reference=event.reference,
         title=title,
         body=body,
-        due_at=None,
-        status="open",
-        created_at=envelope.time,
-        correlation_id=envelope.correlation_id,
     )
 
 
@@ -153,17 +184,16 @@ _OWED = {
 
 def _referrer_may_chase(
     envelope: Envelope, event: DeadlineMissed | ReferralAckOverdue, deadline: str, due: datetime
-) -> InboxItem:
+) -> dict[str, Any]:
     """Tell the referrer, plainly, that they should follow up, and how (Derby: "If you do not
     receive feedback on a referral in 3 days … make sure you follow this up")."""
-    return InboxItem(
-        id=uuid.uuid4(),
-        source_event_id=envelope.id,
+    return _row(
+        envelope,
         kind=f"{REFERRER_MAY_CHASE}:{deadline}",
         audience="referrer",
         organisation_code=event.referrer_organisation_code,
         referral_id=event.referral_id,
-        referral_reference=event.reference,
+        reference=event.reference,
         title=f"Referral {event.reference}: you should have heard from the MASH by now",
         body=(
             f"You were due {_OWED[deadline]} by {_local(due)}. "
@@ -171,10 +201,6 @@ def _referrer_may_chase(
             f"{event.reference}. If you remain worried about the child, escalate using your "
             "partnership's escalation procedure, and if a child is in immediate danger, call 999."
         ),
-        due_at=None,
-        status="open",
-        created_at=envelope.time,
-        correlation_id=envelope.correlation_id,
     )
 
 
@@ -182,20 +208,21 @@ async def decision_overdue(
     session: AsyncSession, event: ReferralDecisionOverdue, envelope: Envelope
 ) -> None:
     await InboxRepository(session).add(
-        _item(
-            envelope,
-            event,
-            kind=DECISION_OVERDUE,
-            audience="mash_manager",
-            title=f"Escalation: no decision on referral {event.reference} in time",
-            body=(
-                f"The type of response to the referral from {event.referrer_organisation_code} "
-                f"was due by {_local(event.due_at)} and has not been decided."
+        [
+            _item(
+                envelope,
+                event,
+                kind=DECISION_OVERDUE,
+                audience="mash_manager",
+                title=f"Escalation: no decision on referral {event.reference} in time",
+                body=(
+                    f"The type of response to the referral from "
+                    f"{event.referrer_organisation_code} was due by {_local(event.due_at)} "
+                    "and has not been decided."
+                ),
             ),
-        )
-    )
-    await InboxRepository(session).add(
-        _referrer_may_chase(envelope, event, "decision", event.due_at)
+            _referrer_may_chase(envelope, event, "decision", event.due_at),
+        ]
     )
 
 
@@ -203,17 +230,17 @@ async def assessment_overdue(
     session: AsyncSession, event: ReferralAssessmentOverdue, envelope: Envelope
 ) -> None:
     await InboxRepository(session).add(
-        _item(
-            envelope,
-            event,
-            kind=ASSESSMENT_OVERDUE,
-            audience="mash_manager",
-            title=f"Escalation: assessment for referral {event.reference} is overdue",
-            body=f"The assessment was due to be completed by {_local(event.due_at)}.",
-        )
-    )
-    await InboxRepository(session).add(
-        _referrer_may_chase(envelope, event, "assessment", event.due_at)
+        [
+            _item(
+                envelope,
+                event,
+                kind=ASSESSMENT_OVERDUE,
+                audience="mash_manager",
+                title=f"Escalation: assessment for referral {event.reference} is overdue",
+                body=f"The assessment was due to be completed by {_local(event.due_at)}.",
+            ),
+            _referrer_may_chase(envelope, event, "assessment", event.due_at),
+        ]
     )
 
 
@@ -221,39 +248,42 @@ async def feedback_overdue(
     session: AsyncSession, event: ReferralFeedbackOverdue, envelope: Envelope
 ) -> None:
     """Escalate to the manager, and tell the referrer plainly that they may chase, and how."""
-    repository = InboxRepository(session)
-    await repository.add(
-        _item(
-            envelope,
-            event,
-            kind=FEEDBACK_OVERDUE,
-            audience="mash_manager",
-            title=f"Escalation: no feedback to the referrer of {event.reference}",
-            body=(
-                f"{event.referrer_organisation_code} was due feedback by "
-                f"{_local(event.due_at)} and has not had it."
+    await InboxRepository(session).add(
+        [
+            _item(
+                envelope,
+                event,
+                kind=FEEDBACK_OVERDUE,
+                audience="mash_manager",
+                title=f"Escalation: no feedback to the referrer of {event.reference}",
+                body=(
+                    f"{event.referrer_organisation_code} was due feedback by "
+                    f"{_local(event.due_at)} and has not had it."
+                ),
             ),
-        )
+            _referrer_may_chase(envelope, event, "feedback", event.due_at),
+        ]
     )
-    await repository.add(_referrer_may_chase(envelope, event, "feedback", event.due_at))
 
 
 async def phone_follow_up_due(
     session: AsyncSession, event: ReferralPhoneFollowUpDue, envelope: Envelope
 ) -> None:
     await InboxRepository(session).add(
-        _item(
-            envelope,
-            event,
-            kind=PHONE_FOLLOW_UP,
-            audience="referrer",
-            organisation_code=event.referrer_organisation_code,
-            title=f"Please confirm your telephone referral {event.reference} in writing",
-            body=(
-                "You made this referral by telephone. Please confirm it in writing now, "
-                f"quoting {event.reference}, so that the MASH has your concern in your words."
-            ),
-        )
+        [
+            _item(
+                envelope,
+                event,
+                kind=PHONE_FOLLOW_UP,
+                audience="referrer",
+                organisation_code=event.referrer_organisation_code,
+                title=f"Please confirm your telephone referral {event.reference} in writing",
+                body=(
+                    "You made this referral by telephone. Please confirm it in writing now, "
+                    f"quoting {event.reference}, so that the MASH has your concern in your words."
+                ),
+            )
+        ]
     )
 
 
@@ -261,25 +291,20 @@ async def acknowledgement_overdue(
     session: AsyncSession, event: ReferralAckOverdue, envelope: Envelope
 ) -> None:
     await InboxRepository(session).add(
-        InboxItem(
-            id=uuid.uuid4(),
-            source_event_id=envelope.id,
-            kind=ACK_OVERDUE,
-            audience="mash_manager",
-            referral_id=event.referral_id,
-            referral_reference=event.reference,
-            title=f"Escalation: referral {event.reference} not acknowledged in time",
-            body=(
-                f"The referral from {event.referrer_organisation_code} was due to be acknowledged "
-                f"by {_local(event.acknowledgement_due_at)} and has not been. The referrer is "
-                "waiting to hear that their concern was received."
+        [
+            _row(
+                envelope,
+                kind=ACK_OVERDUE,
+                audience="mash_manager",
+                referral_id=event.referral_id,
+                reference=event.reference,
+                title=f"Escalation: referral {event.reference} not acknowledged in time",
+                body=(
+                    f"The referral from {event.referrer_organisation_code} was due to be "
+                    f"acknowledged by {_local(event.acknowledgement_due_at)} and has not been. "
+                    "The referrer is waiting to hear that their concern was received."
+                ),
             ),
-            due_at=None,
-            status="open",
-            created_at=envelope.time,
-            correlation_id=envelope.correlation_id,
-        )
-    )
-    await InboxRepository(session).add(
-        _referrer_may_chase(envelope, event, "acknowledgement", event.acknowledgement_due_at)
+            _referrer_may_chase(envelope, event, "acknowledgement", event.acknowledgement_due_at),
+        ]
     )
