@@ -24,6 +24,7 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
+from sqlalchemy import bindparam
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -106,6 +107,18 @@ class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
         return None
 
 
+_INBOX_ROW = (
+    "consumer",
+    "event_id",
+    "event_type",
+    "topic",
+    "partition",
+    "kafka_offset",
+    "outcome",
+    "error",
+)
+
+
 @dataclass(frozen=True)
 class _Prepared:
     record: ConsumerRecord[bytes, bytes]
@@ -143,6 +156,15 @@ class ConsumerRunner:
         self.backoff_max = backoff_max
         self.max_batch = max_batch
         self._done: dict[TopicPartition, int] = {}
+        # One inbox INSERT for a whole fetch, built once: an executemany that SQLAlchemy sends
+        # as multi-row INSERTs ("insertmanyvalues"), each returning the ids that were new.
+        inbox = plumbing.inbox
+        self._remember_statement = (
+            pg_insert(inbox)
+            .values({name: bindparam(name, type_=inbox.c[name].type) for name in _INBOX_ROW})
+            .on_conflict_do_nothing(index_elements=[inbox.c.consumer, inbox.c.event_id])
+            .returning(inbox.c.event_id)
+        )
         self.applied = 0
         self.duplicates = 0
         self.dead_lettered = 0
@@ -330,26 +352,21 @@ class ConsumerRunner:
 
     async def _remember_many(self, session: AsyncSession, prepared: list[_Prepared]) -> set[Any]:
         """Record every event in the inbox in one statement; returns the ids not seen before."""
-        inbox = self.plumbing.inbox
         result = await session.execute(
-            pg_insert(inbox)
-            .values(
-                [
-                    {
-                        "consumer": self.name,
-                        "event_id": item.envelope.id,
-                        "event_type": item.envelope.type,
-                        "topic": item.record.topic,
-                        "partition": item.record.partition,
-                        "kafka_offset": item.record.offset,
-                        "outcome": "applied",
-                        "error": None,
-                    }
-                    for item in prepared
-                ]
-            )
-            .on_conflict_do_nothing(index_elements=[inbox.c.consumer, inbox.c.event_id])
-            .returning(inbox.c.event_id)
+            self._remember_statement,
+            [
+                {
+                    "consumer": self.name,
+                    "event_id": item.envelope.id,
+                    "event_type": item.envelope.type,
+                    "topic": item.record.topic,
+                    "partition": item.record.partition,
+                    "kafka_offset": item.record.offset,
+                    "outcome": "applied",
+                    "error": None,
+                }
+                for item in prepared
+            ],
         )
         return set(result.scalars())
 

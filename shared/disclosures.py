@@ -14,6 +14,7 @@ on which basis, and where the decision sits in the ledger.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from enum import StrEnum
@@ -24,6 +25,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from shared.errors import DomainError
+from shared.httpclient import AiohttpPoster, HttpxPoster, Poster, Unreachable
 from shared.schemas import RequestModel
 from shared.tokens import TokenError
 
@@ -301,31 +303,42 @@ class DisclosureClient:
         http: httpx.AsyncClient | None = None,
         timeout: float = 5.0,
     ) -> None:
+        """``http``: an httpx client to ask through (tests bind one to the consent app in
+        process); by default an aiohttp session to ``base_url`` (``shared/httpclient.py``)."""
         self._token = token
-        self._http = http or httpx.AsyncClient(base_url=base_url, timeout=timeout)
-        self._owns_http = http is None
+        self._http: Poster = (
+            HttpxPoster(http)
+            if http is not None
+            else AiohttpPoster(base_url=base_url, timeout=timeout)
+        )
 
     async def decide(self, request: DisclosureRequest) -> DisclosureDecision:
         try:
             token = await self._token()
         except TokenError as error:  # no token, no question: the same as no answer
             raise DecisionPointError(503, {"detail": f"no token to ask with: {error}"}) from error
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         try:
-            response = await self._http.post(
-                "/v1/disclosures/decide", json=request.model_dump(mode="json"), headers=headers
+            reply = await self._http.post(
+                "/v1/disclosures/decide", request.model_dump_json().encode(), headers
             )
-        except httpx.HTTPError as error:
-            detail = f"decision point unreachable: {error!r}"
+        except Unreachable as error:
+            detail = f"decision point unreachable: {error}"
             raise DecisionPointError(503, {"detail": detail}) from error
-        if response.status_code != 200:
+        if reply.status != 200:
             try:
-                problem = response.json()
+                problem = json.loads(reply.body)
             except ValueError:
-                problem = {"detail": response.text[:500]}
-            raise DecisionPointError(response.status_code, problem)
-        return DisclosureDecision.model_validate(response.json())
+                problem = {"detail": reply.body[:500].decode("utf-8", "replace")}
+            if not isinstance(problem, dict):
+                problem = {"detail": str(problem)[:500]}
+            raise DecisionPointError(reply.status, problem)
+        try:
+            return DisclosureDecision.model_validate_json(reply.body)
+        except ValueError as error:
+            raise DecisionPointError(
+                502, {"detail": f"the decision point's answer does not parse: {error}"}
+            ) from error
 
     async def aclose(self) -> None:
-        if self._owns_http:
-            await self._http.aclose()
+        await self._http.aclose()

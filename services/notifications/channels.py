@@ -15,12 +15,12 @@ from email.utils import formatdate
 from typing import Any
 
 import aiosmtplib
-import httpx
 
 from services.notifications import webhooks
 from services.notifications.routing import Routing
 from services.notifications.settings import NotificationsSettings
 from shared.disclosures import DisclosureClient
+from shared.httpclient import AiohttpPoster, Poster, Reply, Unreachable
 from shared.tokens import ClientCredentials, platform_tokens
 
 
@@ -98,14 +98,15 @@ class WebhookChannel:
         settings: NotificationsSettings,
         routing: Routing,
         *,
-        http: httpx.AsyncClient | None = None,
+        http: Poster | None = None,
         wall_clock: WallClock = time.time,
     ) -> None:
         self.routing = routing
-        self._http = http or httpx.AsyncClient(
+        # aiohttp (shared/httpclient.py); redirects are not followed: the specification counts
+        # a redirect as a failure.
+        self._http = http or AiohttpPoster(
             timeout=settings.webhook_timeout_seconds,
-            follow_redirects=False,  # the specification: a redirect is a failure
-            limits=httpx.Limits(max_connections=settings.delivery_concurrency),
+            max_connections=settings.delivery_concurrency,
         )
         self._wall_clock = wall_clock
 
@@ -122,13 +123,13 @@ class WebhookChannel:
         body = json.dumps(outgoing.payload, separators=(",", ":"), ensure_ascii=False).encode()
         sent = webhooks.headers(secrets, outgoing.webhook_id, int(self._wall_clock()), body)
         try:
-            response = await self._http.post(endpoint.url, content=body, headers=sent)
-        except httpx.HTTPError as error:
-            return Outcome(False, f"webhook unreachable: {error!r}")
-        if 200 <= response.status_code < 300:
+            response = await self._http.post(endpoint.url, body, sent)
+        except Unreachable as error:
+            return Outcome(False, f"webhook unreachable: {error}")
+        if 200 <= response.status < 300:
             return DELIVERED
-        reason = f"webhook answered {response.status_code}"
-        if response.status_code == 410:
+        reason = f"webhook answered {response.status}"
+        if response.status == 410:
             return Outcome(False, reason + " Gone: the receiver no longer wants these", True)
         return Outcome(False, reason, retry_after=_retry_after(response))
 
@@ -136,8 +137,8 @@ class WebhookChannel:
         await self._http.aclose()
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "")
+def _retry_after(response: Reply) -> float | None:
+    value = next((v for k, v in response.headers.items() if k.lower() == "retry-after"), "")
     return float(value) if value.isdigit() else None
 
 

@@ -88,6 +88,24 @@ _RESOLVE = (
 )
 
 
+_DELIVERIES: Table = Delivery.__table__  # type: ignore[assignment]
+DELIVERY_COLUMNS = (
+    "id",
+    "message_id",
+    "channel",
+    "address",
+    "endpoint_id",
+    "webhook_id",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "created_at",
+)
+_ADD_DELIVERY = _insert_all_columns(_DELIVERIES, DELIVERY_COLUMNS).on_conflict_do_nothing(
+    index_elements=[_DELIVERIES.c.message_id, _DELIVERIES.c.channel, _DELIVERIES.c.address]
+)
+
+
 class InboxRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -356,14 +374,9 @@ class MessageRepository:
         return set(result.scalars())
 
     async def add_deliveries(self, rows: list[dict[str, Any]]) -> None:
+        """Rows of ``DELIVERY_COLUMNS`` (one executemany); a route already added is kept."""
         if rows:
-            await self.session.execute(
-                pg_insert(Delivery)
-                .values(rows)
-                .on_conflict_do_nothing(
-                    index_elements=[Delivery.message_id, Delivery.channel, Delivery.address]
-                )
-            )
+            await self.session.execute(_ADD_DELIVERY, rows)
 
     async def update_messages(self, rows: list[dict[str, Any]]) -> None:
         """Each dict: ``id`` and the columns to set (an executemany per set of columns)."""

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 from sqlalchemy import func, select
 
 from services.consent import decision
@@ -33,7 +34,9 @@ from tests.services.consent_support import (
     disclosure,
     head,
 )
+from tests.services.notifications.support import free_port
 from tests.support.apps import serving
+from tests.support.kafka import eventually
 from tests.support.tokens import SCHOOL, bearer
 
 APPROVER = {"name": "Sam Manager", "role": "MASH team manager"}
@@ -324,6 +327,49 @@ async def test_the_shared_client_asks_the_decision_point(api: httpx.AsyncClient)
         await client.decide(bad)
     assert refused.value.status == 422
     assert refused.value.problem["errors"][0]["field"] == "consent.why_not_sought"
+
+
+async def test_the_shared_client_asks_over_the_network(api: httpx.AsyncClient) -> None:
+    """The deployed path: aiohttp to the consent service on a real socket (uvicorn), its
+    answers and refusals read as in process; a port with nothing on it is a 503."""
+    app = api._transport.app  # type: ignore[attr-defined]  # the running consent app
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=free_port(), log_level="warning", lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    await eventually(lambda: server.started, timeout=10, every=0.05)
+    token = SCHOOL_ASKS["Authorization"].removeprefix("Bearer ")
+
+    async def current_token() -> str:
+        return token
+
+    client = DisclosureClient(f"http://127.0.0.1:{config.port}", current_token)
+    try:
+        answers = await asyncio.gather(
+            *(client.decide(DisclosureRequest.model_validate(disclosure())) for _ in range(20))
+        )
+        assert {answer.decision for answer in answers} == {Outcome.SHARE}
+        assert len({answer.ledger_sequence for answer in answers}) == 20
+        bad = DisclosureRequest.model_validate(
+            disclosure(consent={"sought": False, "why_not_sought": None})
+        )
+        with pytest.raises(DecisionPointError) as refused:
+            await client.decide(bad)
+        assert refused.value.status == 422
+        assert refused.value.problem["errors"][0]["field"] == "consent.why_not_sought"
+    finally:
+        await client.aclose()
+        server.should_exit = True
+        await asyncio.wait_for(serving, timeout=10)
+    nobody = DisclosureClient(f"http://127.0.0.1:{free_port()}", current_token, timeout=2)
+    try:
+        with pytest.raises(DecisionPointError) as unreachable:
+            await nobody.decide(DisclosureRequest.model_validate(disclosure()))
+        assert unreachable.value.status == 503
+        assert "unreachable" in unreachable.value.problem["detail"]
+    finally:
+        await nobody.aclose()
 
 
 async def test_consent_records_are_validated(api: httpx.AsyncClient, database: Database) -> None:
