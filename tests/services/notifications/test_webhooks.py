@@ -10,7 +10,12 @@ import pytest
 
 from services.notifications import webhooks
 from services.notifications.delivery import backoff
-from services.notifications.webhooks import WebhookRejected, WebhookVerifier, parse_secret
+from services.notifications.webhooks import (
+    MemorySeenIds,
+    WebhookRejected,
+    WebhookVerifier,
+    parse_secret,
+)
 from shared.clock import ManualClock
 
 # The specification's reference libraries' test vector (standard-webhooks, libraries/*/tests).
@@ -119,6 +124,24 @@ async def test_each_id_is_claimed_once_until_it_expires() -> None:
     clock.advance(timedelta(minutes=11))  # past twice the tolerance: a copy now fails the time
     with pytest.raises(WebhookRejected):
         verifier.verify(VECTOR_BODY, _sent())
+
+
+async def test_the_seen_ids_are_swept_when_they_have_doubled_and_expired_ones_go() -> None:
+    clock = ManualClock(datetime(2027, 2, 8, 7, 0, tzinfo=UTC))
+    seen = MemorySeenIds(clock)
+    soon, later = clock.now() + timedelta(minutes=1), clock.now() + timedelta(minutes=30)
+    floor = MemorySeenIds.SWEEP_FLOOR
+    for n in range(floor):
+        assert await seen.claim(f"msg_old_{n}", soon)
+    assert not await seen.claim("msg_old_0", soon)  # within its tolerance: a replay
+    for n in range(floor):  # live ids past the floor: none may be forgotten
+        assert await seen.claim(f"msg_live_{n}", later)
+    assert len(seen) == 2 * floor  # the sweep at the floor found nothing expired: kept all
+    clock.advance(timedelta(minutes=5))  # the old ones have expired
+    assert await seen.claim("msg_new", later)  # at twice the floor: swept
+    assert len(seen) == floor + 1  # the expired half went, the live half and the new one stay
+    assert await seen.claim("msg_old_1", later)  # expired: new again
+    assert not any([await seen.claim(f"msg_live_{n}", later) for n in range(0, floor, 97)])
 
 
 @pytest.mark.parametrize(
