@@ -212,8 +212,12 @@ class ServiceRuntime:
                 return
             await self.consumer_runner.run()
         finally:
-            # Leaves the group; done offsets were committed per batch. Bounded: a broker that is
-            # gone must not keep the service from stopping.
+            # Commits what is done (offsets go at most once a second under load), then leaves
+            # the group. Bounded: a broker that is gone must not keep the service from stopping;
+            # whatever is not committed is redelivered and the inbox makes it a no-op.
+            if self.consumer_runner is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.consumer_runner.commit_done(), timeout=5)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(consumer.stop(), timeout=10)
             with contextlib.suppress(Exception):

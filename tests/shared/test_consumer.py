@@ -11,7 +11,7 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 from sqlalchemy import func, select
 
 from shared import context
@@ -243,3 +243,29 @@ async def test_consumer_killed_after_db_commit_before_offset_commit_applies_noth
             .where(plumbing.inbox.c.consumer == group)
         )
     assert applied == 5
+
+
+async def test_offsets_are_committed_after_the_effects_and_at_once_when_the_topic_goes_quiet(
+    database: Database, bootstrap: str, topic: str
+) -> None:
+    run_id = new_run_id()
+    sent = await publish_all(
+        bootstrap, topic, [ProbeSent(run_id=run_id, sequence=n) for n in range(30)]
+    )
+    async with running_consumer(database, bootstrap, run_id, topic=topic) as runner:
+
+        async def all_applied() -> bool:
+            return len(await effect_rows(database, run_id)) == len(sent)
+
+        await eventually(all_applied, timeout=60)
+        partition = TopicPartition(topic, 0)
+
+        async def committed_to_the_end() -> bool:
+            return await runner.consumer.committed(partition) == len(sent)
+
+        # Quiet now: the next empty fetch (within half a second) commits what was applied.
+        await eventually(committed_to_the_end, timeout=5, every=0.1)
+        commits = runner.offset_commits
+        assert 1 <= commits <= len(sent)
+        await asyncio.sleep(1.5)  # nothing new: nothing more to commit
+        assert runner.offset_commits == commits
