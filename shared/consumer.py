@@ -27,13 +27,12 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from sqlalchemy import bindparam
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import context
-from shared.db import Database
+from shared.db import Database, prebuilt_insert
 from shared.events.envelope import Envelope, EnvelopeError, from_kafka
 from shared.events.registry import Event, spec_for_type
 from shared.events.topics import dead_letter_topic
@@ -166,8 +165,7 @@ class ConsumerRunner:
         # as multi-row INSERTs ("insertmanyvalues"), each returning the ids that were new.
         inbox = plumbing.inbox
         self._remember_statement = (
-            pg_insert(inbox)
-            .values({name: bindparam(name, type_=inbox.c[name].type) for name in _INBOX_ROW})
+            prebuilt_insert(inbox, _INBOX_ROW)
             .on_conflict_do_nothing(index_elements=[inbox.c.consumer, inbox.c.event_id])
             .returning(inbox.c.event_id)
         )

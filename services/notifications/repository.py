@@ -32,17 +32,10 @@ from services.notifications.models import (
     ReferralFact,
     Subject,
 )
-
-
-def _insert_all_columns(table: Table, columns: Any = None) -> Any:
-    """INSERT of one row whose every value is a bind parameter named after its column: built
-    once, so that each call (and each row of an executemany) skips building a statement."""
-    chosen = table.columns if columns is None else [table.c[name] for name in columns]
-    return pg_insert(table).values({c.name: bindparam(c.name, type_=c.type) for c in chosen})
-
+from shared.db import prebuilt_insert
 
 _INBOX_ITEMS: Table = InboxItem.__table__  # type: ignore[assignment]
-_ADD_INBOX_ITEM = _insert_all_columns(_INBOX_ITEMS)
+_ADD_INBOX_ITEM = prebuilt_insert(_INBOX_ITEMS)
 _REFERRAL_FACTS: Table = ReferralFact.__table__  # type: ignore[assignment]
 REFERRAL_FACT_COLUMNS = (
     "referral_id",
@@ -54,9 +47,9 @@ REFERRAL_FACT_COLUMNS = (
     "received_at",
     "subject_ids",
 )
-_ADD_REFERRAL_FACT = _insert_all_columns(
-    _REFERRAL_FACTS, REFERRAL_FACT_COLUMNS
-).on_conflict_do_nothing(index_elements=[_REFERRAL_FACTS.c.referral_id])
+_ADD_REFERRAL_FACT = prebuilt_insert(_REFERRAL_FACTS, REFERRAL_FACT_COLUMNS).on_conflict_do_nothing(
+    index_elements=[_REFERRAL_FACTS.c.referral_id]
+)
 _SUBJECTS: Table = Subject.__table__  # type: ignore[assignment]
 SUBJECT_COLUMNS = (
     "subject_id",
@@ -70,7 +63,7 @@ SUBJECT_COLUMNS = (
     "nhs_number",
     "seen_at",
 )
-_SUBJECT_INSERT = _insert_all_columns(_SUBJECTS, SUBJECT_COLUMNS)
+_SUBJECT_INSERT = prebuilt_insert(_SUBJECTS, SUBJECT_COLUMNS)
 # What a record says of a child replaces what an earlier record said; a link that came first
 # (person_id, record_id, linked_at) is kept.
 _UPSERT_SUBJECT = _SUBJECT_INSERT.on_conflict_do_update(
@@ -101,7 +94,7 @@ DELIVERY_COLUMNS = (
     "next_attempt_at",
     "created_at",
 )
-_ADD_DELIVERY = _insert_all_columns(_DELIVERIES, DELIVERY_COLUMNS).on_conflict_do_nothing(
+_ADD_DELIVERY = prebuilt_insert(_DELIVERIES, DELIVERY_COLUMNS).on_conflict_do_nothing(
     index_elements=[_DELIVERIES.c.message_id, _DELIVERIES.c.channel, _DELIVERIES.c.address]
 )
 
@@ -155,8 +148,7 @@ class InboxRepository:
 
 _MESSAGES: Table = Message.__table__  # type: ignore[assignment]
 _ADD_MESSAGE = (
-    pg_insert(_MESSAGES)
-    .values({c.name: bindparam(c.name, type_=c.type) for c in _MESSAGES.columns})
+    prebuilt_insert(_MESSAGES)
     .on_conflict_do_nothing(index_elements=[_MESSAGES.c.dedupe_key])
     .returning(_MESSAGES.c.id)
 )
