@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-
-import structlog
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -39,10 +38,18 @@ def current() -> TraceContext:
 def bound(context: TraceContext) -> Iterator[TraceContext]:
     """Make ``context`` current for the block and for the log lines written inside it."""
     token = _current.set(context)
-    with structlog.contextvars.bound_contextvars(
-        correlation_id=context.correlation_id, causation_id=context.causation_id
-    ):
-        try:
-            yield context
-        finally:
-            _current.reset(token)
+    try:
+        yield context
+    finally:
+        _current.reset(token)
+
+
+def add_to_log(_: object, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A structlog processor: the current context's ids on every log line written inside
+    :func:`bound`. Read when a line is written, instead of bound into structlog's own context
+    variables for every request and message (that binding was 3% of a busy service's CPU)."""
+    found = _current.get()
+    if found is not None:
+        event.setdefault("correlation_id", found.correlation_id)
+        event.setdefault("causation_id", found.causation_id)
+    return event

@@ -7,11 +7,14 @@ import sys
 
 import structlog
 
+from shared import context
+
 
 def configure_logging(service: str, level: str = "INFO", json: bool = True) -> None:
     """Configure structlog and the standard library so every line is one JSON object."""
     shared_processors: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
+        context.add_to_log,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]

@@ -105,12 +105,11 @@ LedgerKind = Literal[
     summary="May this be disclosed? Decide, record the decision in the ledger, answer",
     response_model=DisclosureDecision,
 )
-async def decide(
-    body: DisclosureRequest,
-    principal: Asker,
-    writer: WriterDep,
-    agreements: AgreementsDep,
-) -> Response:
+async def decide(body: DisclosureRequest, principal: Asker, request: Request) -> Response:
+    # The writer and the agreements straight from the app, not as dependencies: each dependency
+    # is solved per request, and this is the hot path of every disclosure in the partnership.
+    writer: LedgerWriter = request.app.state.ledger_writer
+    agreements: Agreements = request.app.state.agreements
     if not principal.has(DELEGATE_SCOPE) and (
         body.requester.agency != principal.agency
         or body.requester.organisation_code != principal.organisation_code

@@ -28,7 +28,8 @@ from enum import Enum
 from typing import Any
 
 import orjson
-from sqlalchemy import select, text
+from sqlalchemy import Row, bindparam, select, text
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.consent.models import ledger
@@ -204,6 +205,10 @@ def seal(draft: Draft, *, sequence: int, prev_hash: bytes, recorded_at: datetime
     return Entry(**columns, hash=entry_hash(**columns))
 
 
+_LOCK_HEAD_CONSENTS = text("SELECT * FROM consent.ledger_lock_head_consents(:subjects)").bindparams(
+    bindparam("subjects", type_=ARRAY(UUID(as_uuid=True)))
+)
+
 INSERT_SQL = (
     "INSERT INTO consent.ledger (sequence, entry_id, kind, recorded_at, subject_ids, from_agency, "
     "to_agency, purpose, lawful_basis, outcome, consent_status, payload, prev_hash, hash) "
@@ -234,16 +239,21 @@ class Chain:
     pending: list[Entry] = field(default_factory=list)
 
     @classmethod
-    async def lock(cls, session: AsyncSession, now: datetime) -> Chain:
-        """Take the chain lock (until the transaction ends) and read the head, in one round
-        trip (``consent.ledger_lock_head()``, migration 0003)."""
-        row = (await session.execute(text("SELECT * FROM consent.ledger_lock_head()"))).one()
-        return cls(
+    async def lock(
+        cls, session: AsyncSession, now: datetime, subjects: Iterable[uuid.UUID] = ()
+    ) -> tuple[Chain, Sequence[Row[Any]]]:
+        """Take the chain lock (until the transaction ends), read the head and the consent
+        records of ``subjects``, in one round trip (``consent.ledger_lock_head_consents``,
+        migration 0005). Returns the chain and the consent records."""
+        rows = (await session.execute(_LOCK_HEAD_CONSENTS, {"subjects": list(subjects)})).all()
+        head, records = rows[0], rows[1:]
+        chain = cls(
             session=session,
-            head_sequence=int(row.head_sequence),
-            head_hash=bytes(row.head_hash),
+            head_sequence=int(head.head_sequence),
+            head_hash=bytes(head.head_hash),
             now=now,
         )
+        return chain, records
 
     def add(self, draft: Draft) -> Entry:
         entry = seal(

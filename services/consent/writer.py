@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
+from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.consent.decision import ConsentView
@@ -68,6 +69,12 @@ class Batch:
     now: datetime
     _consents: dict[UUID, list[ConsentView]] = field(default_factory=dict)
 
+    def seed(self, subject_ids: Iterable[UUID], rows: Iterable[Row[Any]]) -> None:
+        """The consent records of ``subject_ids``, read with the chain lock (``Chain.lock``)."""
+        for subject in subject_ids:
+            self._consents.setdefault(subject, [])
+        self._add(row._mapping for row in rows)
+
     async def prefetch(self, subject_ids: Iterable[UUID]) -> None:
         missing = list({subject for subject in subject_ids if subject not in self._consents})
         if not missing:
@@ -75,7 +82,10 @@ class Batch:
         for subject in missing:
             self._consents[subject] = []
         raw = await driver_connection(self.session)
-        for row in await raw.fetch(PREFETCH_SQL, missing):
+        self._add(await raw.fetch(PREFETCH_SQL, missing))
+
+    def _add(self, rows: Iterable[Mapping[Any, Any]]) -> None:
+        for row in rows:
             self._consents[row["subject_id"]].append(
                 ConsentView(
                     id=row["id"],
@@ -118,9 +128,12 @@ class Command(Protocol):
 async def run_batch(session: AsyncSession, commands: list[Command], now: datetime) -> list[Any]:
     """Run ``commands`` in order in the caller's transaction; a command refused with a domain
     error gets the error as its result and the others go on."""
-    chain = await Chain.lock(session, now)
+    subjects = {subject for command in commands for subject in command.subjects()}
+    # The lock is held from here to COMMIT; each round trip inside it is time no other
+    # process's writer can append, so the lock, the head and the consents come in one.
+    chain, consents = await Chain.lock(session, now, subjects)
     batch = Batch(session=session, chain=chain, now=now)
-    await batch.prefetch({subject for command in commands for subject in command.subjects()})
+    batch.seed(subjects, consents)
     results: list[Any] = []
     for command in commands:
         try:

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from services.consent import decision
 from services.consent.agreements import Agreement, Permission
@@ -506,6 +506,49 @@ async def test_two_writers_as_two_replicas_keep_one_unbroken_chain(
     result = await verify(database_url, tmp_path)
     assert result.intact, result.first_broken
     assert result.chain.last_sequence >= sequences[-1]
+
+
+async def test_a_withdrawal_committed_while_a_decision_waits_for_the_chain_lock_is_honoured(
+    api: httpx.AsyncClient, database: Database, database_url: str
+) -> None:
+    """The lock, the head and the consent records come in one round trip; the records must be
+    read after the lock is granted, or a decision could be chained after a withdrawal it did
+    not see."""
+    from deploy.local.stack import REPO_ROOT
+    from services.consent import agreements as agreements_module
+    from services.consent.models import WRITER_ROLE
+    from services.consent.service import Decide
+    from services.consent.writer import LedgerWriter
+    from shared.auth import Principal
+
+    child = uuid.uuid4()
+    consent = await record_consent(api, child)
+    sharing = agreements_module.load(REPO_ROOT / "config" / "consent" / "agreements.toml")
+    agreement = sharing.get("demo-mash-isa-2026")
+    assert agreement is not None
+    principal = Principal("client-100001", "test", "100001", "school", frozenset(), None)
+    writer_database = Database(database_url, role=WRITER_ROLE, pre_ping=False)
+    writer = LedgerWriter(writer_database, lambda: datetime.now(UTC))
+    request = DisclosureRequest.model_validate(disclosure([child], consent={"sought": True}))
+    try:
+        async with database.transaction() as other:  # another replica's writer, holding the lock
+            await other.execute(text("SELECT * FROM consent.ledger_lock_head_consents('{}')"))
+            waiting = asyncio.create_task(writer.submit(Decide(request, agreement, principal)))
+            await asyncio.sleep(0.5)
+            assert not waiting.done()  # it waits for the lock
+            await other.execute(
+                text(
+                    "UPDATE consent.consent_records SET status = 'withdrawn', "
+                    "withdrawn_at = now() WHERE id = :id"
+                ),
+                {"id": uuid.UUID(consent["id"])},
+            )
+        answer = await asyncio.wait_for(waiting, timeout=10)
+    finally:
+        await writer.stop()
+        await writer_database.dispose()
+    assert answer.decision == Outcome.DO_NOT_SHARE
+    assert answer.consent_status == "withdrawn"
 
 
 async def test_a_partnership_may_require_a_managers_approval_for_special_category_data(
