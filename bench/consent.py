@@ -48,6 +48,7 @@ from services.consent.writer import LedgerWriter
 from shared.auth import Principal
 from shared.db import Database, asyncpg_dsn
 from shared.disclosures import DisclosureRequest
+from shared.ids import uuid7
 from shared.kafka import ensure_topics
 from shared.migrations import upgrade
 
@@ -183,11 +184,13 @@ async def bulk_load(url: str, count: int, subjects: list[uuid.UUID]) -> dict[str
             for sequence in range(base + 1, min(count, base + COPY_CHUNK) + 1):
                 subject = subjects[sequence % len(subjects)]
                 payload = _payload(subject, sequence)  # plain JSON types already
+                recorded_at = first + step * sequence
                 columns: dict[str, Any] = {
                     "sequence": sequence,
-                    "entry_id": uuid.uuid4(),
+                    # Time-ordered, as the service makes them (services/consent/ledger.seal).
+                    "entry_id": uuid7(int(recorded_at.timestamp() * 1_000_000) * 1000),
                     "kind": "disclosure.decided",
-                    "recorded_at": first + step * sequence,
+                    "recorded_at": recorded_at,
                     "subject_ids": [subject],
                     "from_agency": "school",
                     "to_agency": "mash",

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.consent import agreements, checkpoints, endpoints, retention
 from services.consent.consumers import build_registry
@@ -91,4 +92,20 @@ def create_app(
                 await ledger_database.dispose()
 
     app.router.lifespan_context = lifespan
+    app.add_middleware(LockHolderFirst)
     return app
+
+
+class LockHolderFirst:
+    """Outermost: a request is taken up only when this process's ledger writer does not hold
+    the chain lock (``LedgerWriter.turn``)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            writer: LedgerWriter | None = getattr(scope["app"].state, "ledger_writer", None)
+            if writer is not None:
+                await writer.turn()
+        await self.app(scope, receive, send)

@@ -33,6 +33,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.consent.models import ledger
+from shared.ids import uuid7
 
 FORMAT_VERSION = 1
 GENESIS_HASH = bytes(32)
@@ -189,7 +190,7 @@ def seal(draft: Draft, *, sequence: int, prev_hash: bytes, recorded_at: datetime
     """Give ``draft`` its place after ``prev_hash`` and its own hash."""
     columns: dict[str, Any] = {
         "sequence": sequence,
-        "entry_id": uuid.uuid4(),
+        "entry_id": uuid7(),
         "kind": draft.kind,
         "recorded_at": recorded_at,
         "subject_ids": tuple(draft.subject_ids),

@@ -125,13 +125,21 @@ class Command(Protocol):
         ...
 
 
-async def run_batch(session: AsyncSession, commands: list[Command], now: datetime) -> list[Any]:
+async def run_batch(
+    session: AsyncSession,
+    commands: list[Command],
+    now: datetime,
+    locked: Callable[[], None] | None = None,
+) -> list[Any]:
     """Run ``commands`` in order in the caller's transaction; a command refused with a domain
-    error gets the error as its result and the others go on."""
+    error gets the error as its result and the others go on. ``locked`` is called once the
+    chain lock is held."""
     subjects = {subject for command in commands for subject in command.subjects()}
     # The lock is held from here to COMMIT; each round trip inside it is time no other
     # process's writer can append, so the lock, the head and the consents come in one.
     chain, consents = await Chain.lock(session, now, subjects)
+    if locked is not None:
+        locked()
     batch = Batch(session=session, chain=chain, now=now)
     batch.seed(subjects, consents)
     results: list[Any] = []
@@ -163,8 +171,24 @@ class LedgerWriter:
         self._queue: asyncio.Queue[tuple[Command, asyncio.Future[Any]] | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        # Set except while this writer holds the chain lock (see ``turn``).
+        self._unlocked = asyncio.Event()
+        self._unlocked.set()
         self.batches = 0
         self.commands = 0
+
+    async def turn(self) -> None:
+        """Wait, if this writer holds the chain lock, until it has committed.
+
+        The lock is held from its grant to COMMIT, and no other process's writer can append
+        meanwhile. Each round trip inside that window resumes only when this process's event
+        loop gets to it, and requests being parsed, authenticated and validated queue ahead of
+        it: with two workers under load, the window stretched to ~9 ms for a batch of 22, most
+        of it other requests' work, while the other worker sat waiting for the lock. New
+        requests therefore wait here (a few milliseconds at most) and are handled while the
+        writer waits for the lock instead: the lock holder goes first."""
+        if not self._unlocked.is_set():
+            await self._unlocked.wait()
 
     async def submit(self, command: Command) -> Any:
         """Run ``command`` in the next group commit; returns its result once committed."""
@@ -221,11 +245,18 @@ class LedgerWriter:
         for attempt in (1, 2):
             try:
                 async with self.database.transaction() as session:
-                    return await run_batch(session, [command for command, _ in items], self.now())
+                    return await run_batch(
+                        session,
+                        [command for command, _ in items],
+                        self.now(),
+                        locked=self._unlocked.clear,
+                    )
             except Exception as error:
                 if attempt == 2 or not is_transient(error):
                     raise
                 log.warning("ledger.batch_retried", error=repr(error))
+            finally:
+                self._unlocked.set()
         raise AssertionError("unreachable")
 
     async def stop(self) -> None:

@@ -551,6 +551,51 @@ async def test_a_withdrawal_committed_while_a_decision_waits_for_the_chain_lock_
     assert answer.consent_status == "withdrawn"
 
 
+async def test_while_the_writer_holds_the_chain_lock_new_requests_wait_for_its_commit(
+    database_url: str, bootstrap: str, tmp_path: Path
+) -> None:
+    """The lock holder goes first: requests are taken up between the writer's batches, not
+    inside the window in which no other replica can append."""
+    from services.consent.writer import Batch
+
+    app = consent_app(database_url, bootstrap, tmp_path)
+    inside, release = asyncio.Event(), asyncio.Event()
+
+    class Slow:
+        def subjects(self) -> list[uuid.UUID]:
+            return []
+
+        async def execute(self, batch: Batch) -> str:
+            inside.set()
+            await release.wait()
+            return "done"
+
+    async with serving(app) as client:
+        writer = app.state.ledger_writer
+        await writer.turn()  # nothing held: at once
+        held = asyncio.create_task(writer.submit(Slow()))
+        await asyncio.wait_for(inside.wait(), timeout=10)
+        request = asyncio.create_task(client.get("/healthz"))
+        await asyncio.sleep(0.3)
+        assert not request.done()  # waits while the lock is held …
+        release.set()
+        assert await asyncio.wait_for(held, timeout=10) == "done"
+        response = await asyncio.wait_for(request, timeout=10)  # … and goes on after the commit
+        assert response.status_code == 200
+        failing = asyncio.create_task(writer.submit(Failing()))
+        with pytest.raises(RuntimeError):
+            await asyncio.wait_for(failing, timeout=10)
+        await asyncio.wait_for(writer.turn(), timeout=1)  # a failed batch lets go as well
+
+
+class Failing:
+    def subjects(self) -> list[uuid.UUID]:
+        return []
+
+    async def execute(self, batch: object) -> None:
+        raise RuntimeError("broken")
+
+
 async def test_a_partnership_may_require_a_managers_approval_for_special_category_data(
     database_url: str, bootstrap: str, tmp_path: Path, database: Database
 ) -> None:
