@@ -57,6 +57,7 @@ from shared.identifiers import (
     normalise_postcode,
     upn_check_letter,
 )
+from shared.ids import uuid7
 from shared.kafka import ensure_topics
 from shared.migrations import upgrade
 
@@ -533,7 +534,7 @@ def ceiling_plan(body: Body) -> CeilingPlan:
             texts.append((index, kind, os.urandom(1 + 12 + len(plaintext.encode()) + 16)))
     event_children = [
         {
-            "subject_id": str(uuid.uuid4()),
+            "subject_id": str(uuid7()),
             "given_names": row[1],
             "family_name": row[2],
             "other_names": row[3],
@@ -550,7 +551,7 @@ def ceiling_plan(body: Body) -> CeilingPlan:
     ]
     event_members = [
         {
-            "subject_id": str(uuid.uuid4()),
+            "subject_id": str(uuid7()),
             "given_names": row[1],
             "family_name": row[2],
             "other_names": row[3],
@@ -572,7 +573,7 @@ def ceiling_plan(body: Body) -> CeilingPlan:
     ]
     now = datetime.now(UTC).isoformat()
     event_data = {
-        "referral_id": str(uuid.uuid4()),
+        "referral_id": str(uuid7()),
         "reference": "TL-2026-000000",
         "received_at": now,
         "referrer_agency": agency,
@@ -588,7 +589,7 @@ def ceiling_plan(body: Body) -> CeilingPlan:
     }
     attributes = {
         "specversion": "1.0",
-        "id": str(uuid.uuid4()),
+        "id": str(uuid7()),
         "type": "referral.received",
         "source": "/threadline/referrals",
         "subject": event_data["referral_id"],
@@ -657,9 +658,9 @@ SQL_NOTIFY = f"SELECT pg_notify('{S}_outbox', '')"
 
 async def _ceiling_transaction(connection: asyncpg.Connection, plan: CeilingPlan) -> None:
     """One referral's 21 rows in one transaction, as the service writes them (no ORM)."""
-    referral_id = uuid.uuid4()
-    child_ids = [uuid.uuid4() for _ in plan.children]
-    member_ids = [uuid.uuid4() for _ in plan.members]
+    referral_id = uuid7()
+    child_ids = [uuid7() for _ in plan.children]
+    member_ids = [uuid7() for _ in plan.members]
     async with connection.transaction():
         await connection.execute(SQL_REFERRAL, referral_id, *plan.referral)
         await connection.executemany(
@@ -679,9 +680,9 @@ async def _ceiling_transaction(connection: asyncpg.Connection, plan: CeilingPlan
             SQL_TEXT, [(referral_id, child_ids[c], kind, sealed) for c, kind, sealed in plan.texts]
         )
         await connection.execute(
-            SQL_OUTBOX, uuid.uuid4(), str(referral_id), plan.outbox_attributes, plan.outbox_data
+            SQL_OUTBOX, uuid7(), str(referral_id), plan.outbox_attributes, plan.outbox_data
         )
-        await connection.execute(SQL_TIMER, uuid.uuid4(), str(referral_id), str(uuid.uuid4()))
+        await connection.execute(SQL_TIMER, uuid7(), str(referral_id), str(uuid7()))
         await connection.execute(SQL_NOTIFY)
 
 
@@ -791,9 +792,9 @@ def _one_statement_arguments(plan: CeilingPlan) -> list[Any]:
 async def _ceiling_one_statement(connection: asyncpg.Connection, plan: CeilingPlan) -> None:
     """The same 21 rows in a single statement (data-modifying CTEs): one round trip, and the
     statement is its own transaction (autocommit)."""
-    referral_id = uuid.uuid4()
-    child_ids = [uuid.uuid4() for _ in plan.children]
-    member_ids = [uuid.uuid4() for _ in plan.members]
+    referral_id = uuid7()
+    child_ids = [uuid7() for _ in plan.children]
+    member_ids = [uuid7() for _ in plan.members]
     a = _one_statement_arguments(plan)
     await connection.execute(
         SQL_ONE_STATEMENT,
@@ -810,11 +811,11 @@ async def _ceiling_one_statement(connection: asyncpg.Connection, plan: CeilingPl
         [child_ids[c] for c, _, _ in plan.texts],
         a[28],
         a[29],
-        uuid.uuid4(),
+        uuid7(),
         plan.outbox_attributes,
         plan.outbox_data,
-        uuid.uuid4(),
-        str(uuid.uuid4()),
+        uuid7(),
+        str(uuid7()),
     )
 
 

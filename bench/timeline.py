@@ -100,6 +100,7 @@ from shared.db import Database, asyncpg_dsn
 from shared.events import Event
 from shared.events.envelope import envelope_for, to_kafka
 from shared.events.registry import spec_for_type
+from shared.ids import uuid7
 from shared.kafka import ensure_topics, make_producer
 from shared.migrations import upgrade
 
@@ -197,7 +198,7 @@ class Events:
             names = ADULT_F if sex == "female" else ADULT_M
         born = T_ANCHOR.date() - timedelta(days=age * 365 + rng.randrange(365))
         return Person(
-            uuid.uuid4(),
+            uuid7(),
             role,
             rng.choice(names),
             family,
@@ -209,7 +210,7 @@ class Events:
 
     def reported_child(self, child: Person) -> ReportedChild:
         return ReportedChild(
-            subject_id=uuid.uuid4(),
+            subject_id=uuid7(),
             given_names=child.given_names,
             family_name=child.family_name,
             date_of_birth=child.date_of_birth,
@@ -227,7 +228,7 @@ class Events:
         reported = [self.reported_child(child) for child in children]
         members = [
             ReportedFamilyMember(
-                subject_id=uuid.uuid4(),
+                subject_id=uuid7(),
                 given_names=adult.given_names,
                 family_name=adult.family_name,
                 date_of_birth=adult.date_of_birth,
@@ -247,7 +248,7 @@ class Events:
         ]
         school = rng.random() < 0.5
         event = ReferralReceived(
-            referral_id=uuid.uuid4(),
+            referral_id=uuid7(),
             reference=f"TL-{at.year}-{self.references:06d}",
             received_at=at,
             referrer_agency="school" if school else "health",
@@ -319,7 +320,7 @@ class Events:
     ) -> tuple[ContactRecorded, list[tuple[uuid.UUID, Person]]]:
         """A contact of ``kind`` about ``children`` (a police incident names ``adults`` too)."""
         rng = self.rng
-        common: dict[str, Any] = {"contact_id": uuid.uuid4(), "received_at": at}
+        common: dict[str, Any] = {"contact_id": uuid7(), "received_at": at}
         event: ContactRecorded
         if kind == "domestic_abuse_incident":
             present = [
@@ -330,7 +331,7 @@ class Events:
                 )
                 for child in children
             ]
-            adult_ids = [uuid.uuid4() for _ in adults[:2]]  # as the contacts service assigns
+            adult_ids = [uuid7() for _ in adults[:2]]  # as the contacts service assigns
             named = [
                 ReportedAdult(
                     subject_id=adult_ids[n],
@@ -419,7 +420,7 @@ class Events:
         self, subject_id: uuid.UUID, person: Person, at: datetime, source: tuple[str, uuid.UUID]
     ) -> SubjectLinked:
         return SubjectLinked(
-            record_id=uuid.uuid4(),
+            record_id=uuid7(),
             subject_id=subject_id,
             person_id=person.person_id,
             method=self.rng.choice(["nhs_number", "probabilistic", "new_person"]),
@@ -506,7 +507,7 @@ def measured_household(events: Events) -> MeasuredHousehold:
             (41, "other"),  # an uncle staying with them
         )
     ]
-    household = MeasuredHousehold(uuid.uuid4(), [child, *siblings, *adults])
+    household = MeasuredHousehold(uuid7(), [child, *siblings, *adults])
     out = household.events
     start = T_ANCHOR - timedelta(days=8 * 365)
     referrals = 0
@@ -572,7 +573,7 @@ def _template_rows(events: Events) -> list[tuple[Any, ...]]:
         event, _ = events.contact(kind, at, [child], adults)
         lines.append(wording.contact_entries(event)[0])  # type: ignore[arg-type]
         for line, row in enumerate(lines):
-            params = row.params(uuid.uuid4())
+            params = row.params(uuid7())
             rows.append(
                 (
                     line,
@@ -992,7 +993,7 @@ async def in_process(url: str, child: uuid.UUID, rounds: int) -> dict[str, Any]:
                         "household_included": household,
                         "entries": entries,
                         "count": len(entries),
-                        "decision_id": uuid.uuid4(),
+                        "decision_id": uuid7(),
                     },
                     default=str,
                 )
@@ -1121,7 +1122,7 @@ def family_events(events: Events, n: int, now: datetime) -> list[Event]:
     referral, subjects = events.referral(now, children, adults)
     out.append(referral)
     out += [events.linked(s, p, now, ("referral", referral.referral_id)) for s, p in subjects]
-    out.append(Events.household(uuid.uuid4(), [*children, *adults], now))
+    out.append(Events.household(uuid7(), [*children, *adults], now))
     out += events.lifecycle(referral, feedback=True)
     incident, incident_subjects = events.contact("domestic_abuse_incident", now, children, adults)
     other, other_subjects = events.contact(CONTACT_KINDS[1 + n % 4], now, children[:1], adults)

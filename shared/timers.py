@@ -24,6 +24,7 @@ from shared.clock import Clock, SystemClock
 from shared.context import TraceContext
 from shared.db import Database
 from shared.faults import fault_point
+from shared.ids import uuid7
 from shared.logging import get_logger
 from shared.plumbing import Plumbing
 
@@ -66,7 +67,7 @@ async def schedule(
     """Schedule a timer in the caller's transaction."""
     if due_at.tzinfo is None:
         raise ValueError("timer due_at must be timezone-aware")
-    timer_id = uuid.uuid4()
+    timer_id = uuid7()
     await session.execute(
         insert(plumbing.timers).values(
             id=timer_id,
@@ -97,7 +98,7 @@ async def schedule_many(
     if not requests:
         return []
     correlation_id = context.current().correlation_id
-    ids = [uuid.uuid4() for _ in requests]
+    ids = [uuid7() for _ in requests]
     rows: list[dict[str, object]] = [
         {
             "id": timer_id,
@@ -121,7 +122,7 @@ def timer_rows(requests: list[TimerRequest]) -> list[list[Any]]:
     correlation_id = context.current().correlation_id
     return [
         [
-            uuid.uuid4(),
+            uuid7(),
             request.kind,
             request.aggregate_id,
             request.due_at,

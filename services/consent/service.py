@@ -21,6 +21,7 @@ from shared import outbox
 from shared.auth import Principal
 from shared.disclosures import DisclosureDecision, DisclosureRequest, Person
 from shared.errors import Conflict, DomainError, NotFound
+from shared.ids import uuid7
 
 SERVICE = "consent"
 CONSENT_RECORDED = "consent.recorded"
@@ -218,7 +219,7 @@ class ConsentDetails:
 
 async def _record(batch: Batch, details: ConsentDetails) -> ConsentRecord:
     record = ConsentRecord(
-        id=uuid.uuid4(),
+        id=uuid7(),
         recorded_at=batch.now,
         ledger_sequence=0,
         **{name: getattr(details, name) for name in ConsentDetails.__dataclass_fields__},

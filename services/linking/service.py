@@ -47,6 +47,7 @@ from shared import outbox
 from shared.auth import Principal
 from shared.errors import Conflict, NotFound
 from shared.events.registry import Event
+from shared.ids import uuid7
 
 SERVICE = "linking"
 AUTOMATIC = "linking"  # who decided an automatic link
@@ -381,14 +382,14 @@ async def record_subject(
         method, probability = resolution.method, resolution.probability
         evidence = resolution.candidates[0].evidence
     else:
-        person_id = uuid.uuid4()
+        person_id = uuid7()
         await repository.add_person(
             models.Person(id=person_id, status="active", created_at=now, updated_at=now)
         )
         method, probability = Method.NEW_PERSON, resolution.probability
         evidence = resolution.candidates[0].evidence if resolution.candidates else []
     record = models.PersonRecord(
-        id=uuid.uuid4(),
+        id=uuid7(),
         subject_id=subject_id,
         source_type=source.source_type,
         source_id=source.source_id,
@@ -445,7 +446,7 @@ async def record_subject(
                 and candidate is not (resolution.candidates[0])
             ):
                 continue
-            review_id = uuid.uuid4()
+            review_id = uuid7()
             added = await repository.add_review(
                 models.ReviewItem(
                     id=review_id,
@@ -656,7 +657,7 @@ async def merge_persons(
     merged.status, merged.merged_into, merged.updated_at = "merged", survivor_id, now
     survivor.updated_at = now
     merge = models.Merge(
-        id=uuid.uuid4(),
+        id=uuid7(),
         survivor_person_id=survivor_id,
         merged_person_id=merged_id,
         record_ids=[str(record_id) for record_id in record_ids],
@@ -845,7 +846,7 @@ async def join_household(
     if existing:
         household_id = existing[0]
     else:
-        household_id = uuid.uuid4()
+        household_id = uuid7()
         await repository.add_household(
             models.Household(id=household_id, created_at=now, updated_at=now)
         )

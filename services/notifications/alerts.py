@@ -43,6 +43,7 @@ from shared import timers
 from shared.calendar import NoSchoolDayConfiguredError, SchoolDayCalendar
 from shared.clock import Clock
 from shared.events.envelope import Envelope
+from shared.ids import uuid7
 from shared.logging import get_logger
 from shared.timers import DueTimer
 
@@ -536,7 +537,7 @@ async def _hold_for_link(
     now = setup.clock.now()
     alert_id = await repository.add_pending(
         {
-            "id": uuid.uuid4(),
+            "id": uuid7(),
             "kind": kind,
             "contact_id": contact_id,
             "subject_id": child.subject_id,

@@ -40,6 +40,7 @@ from shared.disclosures import (
     DisclosureDecision,
     DisclosureRequest,
 )
+from shared.ids import uuid7
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -54,7 +55,7 @@ async def post(
     when it was already queued. The dispatcher is woken when the transaction commits."""
     message_id = await MessageRepository(session).add(
         {
-            "id": uuid.uuid4(),
+            "id": uuid7(),
             "dedupe_key": draft.dedupe_key,
             "kind": draft.kind,
             "source_event_id": draft.source_event_id,
@@ -372,7 +373,7 @@ class Dispatcher:
                 for route in routes:
                     new_deliveries.append(
                         {
-                            "id": uuid.uuid4(),
+                            "id": uuid7(),
                             "message_id": message.id,
                             "channel": route.channel,
                             "address": route.address,
@@ -419,7 +420,7 @@ class Dispatcher:
                     )
                     dead.append(
                         {
-                            "id": uuid.uuid4(),
+                            "id": uuid7(),
                             "delivery_id": delivery.id,
                             "message_id": delivery.message_id,
                             "channel": delivery.channel,

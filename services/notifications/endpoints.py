@@ -40,6 +40,7 @@ from services.notifications.schemas import (
 )
 from shared.auth import CurrentPrincipal, Principal, require_scope
 from shared.errors import Conflict, DomainError, NotFound
+from shared.ids import uuid7
 from shared.schemas import Offset
 from shared.service import ClockDep, SessionDep
 
@@ -376,7 +377,7 @@ async def set_preference(
             errors=[{"field": "channels", "message": "names a channel twice", "type": "value"}],
         )
     values = {
-        "id": uuid.uuid4(),
+        "id": uuid7(),
         "organisation_code": reader.organisation_code,
         "role": role,
         "kind": kind,

@@ -24,6 +24,7 @@ from services.referrals.events import (
 )
 from shared.calendar import LONDON
 from shared.events.envelope import Envelope
+from shared.ids import uuid7
 
 NEW_REFERRAL = "new_referral"
 ACK_OVERDUE = "acknowledgement_overdue"
@@ -69,7 +70,7 @@ def _row(
 ) -> dict[str, Any]:
     """An inbox item raised by an event, as the row ``InboxRepository.add`` takes."""
     return {
-        "id": uuid.uuid4(),
+        "id": uuid7(),
         "source_event_id": envelope.id,
         "kind": kind,
         "audience": audience,

@@ -57,6 +57,7 @@ from shared import outbox, timers
 from shared.auth import Principal
 from shared.calendar import WorkingDayCalendar
 from shared.crypto import Vault
+from shared.ids import uuid7
 
 REFERRAL_COLUMNS = (
     "id",
@@ -294,7 +295,7 @@ def plan_referral(
     request_fingerprint: str,
 ) -> IntakePlan:
     """Build every row of a new referral and its ``referral.received`` event (no I/O)."""
-    referral_id = uuid.uuid4()
+    referral_id = uuid7()
     consent = request.consent
     person = request.referrer
     ack_due = policy.due(DeadlineKind.ACKNOWLEDGEMENT, now, calendar)
@@ -338,7 +339,7 @@ def plan_referral(
     reported_children: list[ReportedChild] = []
     children_out: list[ChildOut] = []
     for position, child in enumerate(request.children):
-        child_id = uuid.uuid4()
+        child_id = uuid7()
         child_ids.append(child_id)
         columns = child.columns()
         plan.children.append(
@@ -378,7 +379,7 @@ def plan_referral(
 
     reported_members: list[ReportedFamilyMember] = []
     for position, member in enumerate(request.family_members):
-        member_id = uuid.uuid4()
+        member_id = uuid7()
         address = member.address
         plan.members.append(
             [
@@ -441,7 +442,7 @@ def plan_referral(
     deadlines_out: list[DeadlineOut] = []
     timer_requests: list[timers.TimerRequest] = []
     for kind in clocks:
-        deadline_id = uuid.uuid4()
+        deadline_id = uuid7()
         due_at = (
             ack_due if kind is DeadlineKind.ACKNOWLEDGEMENT else policy.due(kind, now, calendar)
         )

@@ -46,6 +46,7 @@ from shared.calendar import WorkingDayCalendar
 from shared.crypto import KeyDestroyed, Vault
 from shared.db import Database
 from shared.errors import Conflict, NotFound
+from shared.ids import uuid7
 from shared.logging import get_logger
 from shared.timers import DueTimer
 
@@ -265,7 +266,7 @@ async def start_deadlines(
     """Start clocks: one row each (shown on the referral) and a durable timer each."""
     deadlines = [
         ReferralDeadline(
-            id=uuid.uuid4(),
+            id=uuid7(),
             referral_id=referral_id,
             kind=kind.value,
             started_at=start,

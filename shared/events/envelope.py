@@ -19,6 +19,7 @@ from cloudevents.core.v1.event import CloudEvent
 
 from shared.context import TraceContext
 from shared.events.registry import Event, spec_for
+from shared.ids import uuid7
 
 SOURCE_PREFIX = "/threadline/"
 DATA_CONTENT_TYPE = "application/json"
@@ -79,7 +80,7 @@ def envelope_for(
     """The envelope of ``event``; ``data`` given (e.g. empty) skips serialising the event."""
     spec = spec_for(event)
     return Envelope(
-        id=uuid.uuid4(),
+        id=uuid7(),
         type=spec.type,
         source=f"{SOURCE_PREFIX}{service}",
         subject=event.partition_key(),

@@ -42,6 +42,7 @@ from shared.auth import Principal
 from shared.calendar import local_date
 from shared.crypto import KeyDestroyed, Vault
 from shared.errors import NotFound
+from shared.ids import uuid7
 
 SERVICE = "referrals"
 MASH_SCOPE = "mash:triage"
@@ -78,7 +79,7 @@ def details(request: ContactIn) -> dict[str, Any]:
     sealed text; each adult at an incident is given a subject id, as each child is."""
     facts = request.model_dump(mode="json", exclude={"type", "subjects", *SEALED[request.type]})
     for adult in facts.get("adults", []):
-        adult["subject_id"] = str(uuid.uuid4())
+        adult["subject_id"] = str(uuid7())
     return facts
 
 
@@ -110,7 +111,7 @@ async def receive_contact(
         if existing is not None:
             return _replay(existing, request_fingerprint), False
 
-    contact_id = uuid.uuid4()
+    contact_id = uuid7()
     occurred_at, occurred_on = occurred(request)
     contact = Contact(
         id=contact_id,
@@ -127,7 +128,7 @@ async def receive_contact(
     )
     subjects = [
         ContactSubject(
-            id=uuid.uuid4(),
+            id=uuid7(),
             contact_id=contact_id,
             position=position,
             **child.columns(),
