@@ -41,7 +41,7 @@ from shared.crypto import Vault
 from shared.disclosures import Decide
 from shared.errors import DomainError
 from shared.schemas import IsoDateTime
-from shared.service import ClockDep, RuntimeDep, SessionDep
+from shared.service import ClockDep, RuntimeDep, ServiceRuntime, SessionDep
 
 router = APIRouter(prefix="/v1", tags=["referrals"])
 INTAKE = "referral-intake"
@@ -251,22 +251,23 @@ async def referral_out(
 async def create_referral(
     referrer: Submitter,
     body: ReferralCreate,
-    clock: ClockDep,
-    calendar: CalendarDep,
-    policy: PolicyDep,
-    vault: VaultDep,
-    runtime: RuntimeDep,
+    request: Request,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Written by the referral intake's group commit (see services/referrals/intake.py)."""
+    # The app's parts straight from its state rather than as five dependencies: FastAPI solves
+    # each dependency on every request, and this is every agency's front door.
+    state = request.app.state
+    runtime: ServiceRuntime = state.runtime
+    vault: Vault = state.vault
     request_fingerprint = service.fingerprint(body)
     plan = intake.plan_referral(
         body,
         referrer=referrer,
-        now=clock.now(),
-        calendar=calendar,
+        now=runtime.clock.now(),
+        calendar=state.working_days,
         vault=vault,
-        policy=policy,
+        policy=state.policy,
         idempotency_key=idempotency_key,
         request_fingerprint=request_fingerprint,
     )
