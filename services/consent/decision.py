@@ -87,6 +87,8 @@ class Verdict:
 def subject_consent(
     subject_id: uuid.UUID, records: list[ConsentView], request: DisclosureRequest, now: datetime
 ) -> SubjectConsent:
+    if not records:  # most subjects of a household's chronology read
+        return SubjectConsent(subject_id, NOT_RECORDED, (), False)
     covering = [record for record in records if record.covers(request, now)]
     competent_child = [
         record

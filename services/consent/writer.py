@@ -102,6 +102,15 @@ class Batch:
                 )
             )
 
+    def held(self, subject_ids: Iterable[UUID]) -> dict[UUID, list[ConsentView]] | None:
+        """The consent records of ``subject_ids`` if all were loaded (as a batch's declared
+        subjects are), without a call per subject; None if any was not."""
+        consents = self._consents
+        try:
+            return {subject: consents[subject] for subject in subject_ids}
+        except KeyError:
+            return None
+
     async def consents_of(self, subject_id: UUID) -> list[ConsentView]:
         await self.prefetch([subject_id])
         return self._consents[subject_id]

@@ -204,6 +204,29 @@ async def test_consent_given_is_shared_and_a_refusal_is_not_unless_overridden_wi
     assert answer["lawful_basis"] == "public_task"
 
 
+async def test_the_entry_lists_each_subject_with_a_record_of_consent_and_counts_the_rest(
+    api: httpx.AsyncClient, database: Database
+) -> None:
+    """A household's chronology read names hundreds of subjects, most with no record of
+    consent: all are in subject_ids, but only those with a record are listed one by one."""
+    given = uuid.uuid4()
+    others = [uuid.uuid4() for _ in range(5)]
+    consent = await record_consent(api, given)
+    answer = await decide(api, disclosure([given, *others], consent={"sought": True}))
+    recorded = await entry(database, answer["ledger_sequence"])
+    assert sorted(recorded["subject_ids"]) == sorted([given, *others])
+    payload = recorded["payload"]
+    assert payload["consent_by_subject"] == [
+        {
+            "subject_id": str(given),
+            "status": "given",
+            "consent_ids": [consent["id"]],
+            "competent_child": False,
+        }
+    ]
+    assert payload["subjects_without_consent_records"] == 5
+
+
 async def test_a_withdrawal_is_announced_and_every_later_decision_honours_it(
     api: httpx.AsyncClient, database: Database
 ) -> None:
