@@ -97,14 +97,15 @@ def create_app(
 
 
 class LockHolderFirst:
-    """Outermost: a request is taken up only when this process's ledger writer does not hold
-    the chain lock (``LedgerWriter.turn``)."""
+    """Outermost: an API request (``/v1/…``) is taken up only when this process's ledger writer
+    does not hold the chain lock (``LedgerWriter.turn``). Health and metrics are answered at
+    once, even while a writer waits on a database that has stopped answering."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
             writer: LedgerWriter | None = getattr(scope["app"].state, "ledger_writer", None)
             if writer is not None:
                 await writer.turn()

@@ -598,13 +598,15 @@ async def test_while_the_writer_holds_the_chain_lock_new_requests_wait_for_its_c
         await writer.turn()  # nothing held: at once
         held = asyncio.create_task(writer.submit(Slow()))
         await asyncio.wait_for(inside.wait(), timeout=10)
-        request = asyncio.create_task(client.get("/healthz"))
+        request = asyncio.create_task(client.get(f"/v1/consents/{uuid.uuid4()}"))
+        health = await asyncio.wait_for(client.get("/healthz"), timeout=5)
+        assert health.status_code == 200  # health is answered at once
         await asyncio.sleep(0.3)
-        assert not request.done()  # waits while the lock is held …
+        assert not request.done()  # an API request waits while the lock is held …
         release.set()
         assert await asyncio.wait_for(held, timeout=10) == "done"
         response = await asyncio.wait_for(request, timeout=10)  # … and goes on after the commit
-        assert response.status_code == 200
+        assert response.status_code == 401  # (no token: it went on to be refused)
         failing = asyncio.create_task(writer.submit(Failing()))
         with pytest.raises(RuntimeError):
             await asyncio.wait_for(failing, timeout=10)
