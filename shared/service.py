@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -425,7 +426,15 @@ def create_service_app(
         )
         app.state.runtime = runtime
         await runtime.start()
-        log.info("service.started", service=definition.name, port=settings.port)
+        if settings.gc_freeze_after_start:
+            gc.collect()
+            gc.freeze()
+        log.info(
+            "service.started",
+            service=definition.name,
+            port=settings.port,
+            gc_frozen=gc.get_freeze_count(),
+        )
         try:
             yield {}
         finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import socket
 import sys
 from pathlib import Path
@@ -200,6 +201,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from services.catalogue import app_module
 
     module = app_module(args.service)
+    # A serving process freezes its startup objects out of the collector's full passes (see
+    # ServiceSettings.gc_freeze_after_start); set to false to compare.
+    os.environ.setdefault("THREADLINE_GC_FREEZE_AFTER_START", "true")
     app = module.create_app()
     settings = app.state.settings
     options: dict[str, Any] = {
