@@ -336,6 +336,16 @@ class ServiceRuntime:
         return generate_latest(registry)
 
 
+def freeze_if_asked(settings: ServiceSettings) -> int:
+    """Once a process has started, move what it has made so far out of the garbage collector's
+    full passes (``ServiceSettings.gc_freeze_after_start``); returns how many objects are
+    frozen."""
+    if settings.gc_freeze_after_start:
+        gc.collect()
+        gc.freeze()
+    return gc.get_freeze_count()
+
+
 async def run_background(definition: ServiceDefinition, settings: ServiceSettings) -> None:
     """Run a service's relay, consumers and timers without its API, until SIGTERM or SIGINT
     (``threadline work``, beside API processes whose ``background`` is "separate")."""
@@ -346,7 +356,8 @@ async def run_background(definition: ServiceDefinition, settings: ServiceSetting
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await runtime.start()
-    log.info("service.background_started", service=definition.name)
+    frozen = freeze_if_asked(settings)
+    log.info("service.background_started", service=definition.name, gc_frozen=frozen)
     try:
         await stop.wait()
     finally:
@@ -426,14 +437,11 @@ def create_service_app(
         )
         app.state.runtime = runtime
         await runtime.start()
-        if settings.gc_freeze_after_start:
-            gc.collect()
-            gc.freeze()
         log.info(
             "service.started",
             service=definition.name,
             port=settings.port,
-            gc_frozen=gc.get_freeze_count(),
+            gc_frozen=freeze_if_asked(settings),
         )
         try:
             yield {}

@@ -233,6 +233,7 @@ def cmd_work(args: argparse.Namespace) -> int:
     from shared.service import run_background
 
     module = app_module(args.service)
+    os.environ.setdefault("THREADLINE_GC_FREEZE_AFTER_START", "true")  # as `serve` does
     app = module.create_app()  # the settings and definition exactly as `serve` builds them
     asyncio.run(run_background(app.state.definition, app.state.settings))
     return 0
