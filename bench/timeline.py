@@ -34,6 +34,7 @@ keeps the loaded model (and the topics) of an earlier run. Run it under
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import random
@@ -970,9 +971,14 @@ async def _subjects_in_view(url: str, child: uuid.UUID) -> dict[str, list[uuid.U
 
 async def in_process(url: str, child: uuid.UUID, rounds: int) -> dict[str, Any]:
     """The read's database work and its rendering (``entries_out`` and the JSON), timed in
-    process: no HTTP, no decision, and this process's heap, not the service's."""
+    process: no HTTP, no decision, and this process's heap, not the service's. What the process
+    holds so far is frozen out of the garbage collector's full passes, as a serving process's
+    startup objects are (``shared.service.freeze_if_asked``): otherwise the bench's own heap
+    puts ~100 ms pauses into these timings."""
     database = Database(url, application_name=BENCH_APP)
     out: dict[str, Any] = {}
+    gc.collect()
+    gc.freeze()
     try:
         for view, household in (("own", False), ("household", True)):
             samples: dict[str, list[float]] = {"scope": [], "entries": [], "render": []}
@@ -1008,6 +1014,7 @@ async def in_process(url: str, child: uuid.UUID, rounds: int) -> dict[str, Any]:
                 **{f"{part}_ms": _percentiles(values) for part, values in samples.items()},
             }
     finally:
+        gc.unfreeze()
         await database.dispose()
     return out
 

@@ -152,6 +152,8 @@ async def _chronology(database: Database, person: uuid.UUID, household: bool = F
     async with database.transaction() as session:
         scope = await reads.scope(session, person, include_household=household)
         assert scope is not None
+        # The read without merges takes a shorter way to the same answer as the general one.
+        assert scope == await reads._scope_with_merges(session, person)
         rows = await reads.entry_rows(session, scope.canonical_ids(household), reads.Filters())
         return scope, reads.entries_out(rows, scope, household=household)
 
