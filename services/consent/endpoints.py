@@ -62,13 +62,7 @@ async def _writer(request: Request) -> LedgerWriter:
     return writer
 
 
-async def _agreements(request: Request) -> Agreements:
-    agreements: Agreements = request.app.state.agreements
-    return agreements
-
-
 WriterDep = Annotated[LedgerWriter, Depends(_writer)]
-AgreementsDep = Annotated[Agreements, Depends(_agreements)]
 
 
 class NotYours(DomainError):

@@ -58,13 +58,14 @@ _MERGED_INTO = text(
     f"SELECT merged_person_id, survivor_person_id FROM {SCHEMA}.redirects"
     " WHERE survivor_person_id = ANY(CAST(:ids AS uuid[])) AND active"
 )
-_KNOWN = text(
-    f"SELECT EXISTS (SELECT 1 FROM {SCHEMA}.records WHERE person_id = :id)"
-    f" OR EXISTS (SELECT 1 FROM {SCHEMA}.household_members WHERE person_id = :id)"
+#: Whether anything is recorded about person ``:id`` (its records, or a household's picture).
+_IS_KNOWN = (
+    f"(EXISTS (SELECT 1 FROM {SCHEMA}.records WHERE person_id = :id)"
+    f" OR EXISTS (SELECT 1 FROM {SCHEMA}.household_members WHERE person_id = :id))"
 )
+_KNOWN = text(f"SELECT {_IS_KNOWN}")
 _KNOWN_REDIRECTED = text(
-    f"SELECT (EXISTS (SELECT 1 FROM {SCHEMA}.records WHERE person_id = :id)"
-    f" OR EXISTS (SELECT 1 FROM {SCHEMA}.household_members WHERE person_id = :id)) AS known,"
+    f"SELECT {_IS_KNOWN} AS known,"
     f" EXISTS (SELECT 1 FROM {SCHEMA}.redirects WHERE active"
     " AND (merged_person_id = ANY(CAST(:ids AS uuid[]))"
     " OR survivor_person_id = ANY(CAST(:ids AS uuid[])))) AS redirected"
