@@ -990,7 +990,9 @@ async def in_process(url: str, child: uuid.UUID, rounds: int) -> dict[str, Any]:
                     ids = scope.canonical_ids(household)
                     await reads.subject_ids(session, ids)
                     t1 = time.perf_counter()
-                    rows = await reads.entry_rows(session, ids, reads.Filters())
+                    rows = await reads.entry_rows(  # as endpoints.timeline reads them
+                        session, ids, reads.Filters(), facts=False, one_per_event=household
+                    )
                 t2 = time.perf_counter()
                 entries = reads.entries_out(rows, scope, household=household)
                 body = orjson.dumps(  # as endpoints.timeline serialises it

@@ -4,10 +4,13 @@ read is a disclosure, decided by the consent service and recorded (``access.py``
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
@@ -31,6 +34,7 @@ from shared.schemas import IsoDate
 from shared.service import ClockDep, SessionDep, runtime_of
 
 MASH_SCOPE = "mash:triage"
+T = TypeVar("T")
 router = APIRouter(prefix="/v1", tags=["timeline"])
 Mash = Annotated[Principal, Depends(require_scope(MASH_SCOPE))]
 RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -77,10 +81,11 @@ def _client(request: Request) -> DisclosureClient:
 
 
 @dataclass
-class Disclosed:
+class Disclosed(Generic[T]):
     scope: reads.Scope
     rows: list[Any]
     decision_id: uuid.UUID
+    prepared: T
 
 
 async def _disclose(
@@ -89,12 +94,19 @@ async def _disclose(
     principal: Principal,
     person_id: uuid.UUID,
     action: str,
+    prepare: Callable[[reads.Scope, list[Any]], Awaitable[T]],
     *,
     household: bool,
     filters: reads.Filters | None = None,
     with_entries: bool = True,
     facts: bool = True,
-) -> Disclosed:
+    one_per_event: bool = False,
+) -> Disclosed[T]:
+    """Ask the decision point about everyone in view and, while it answers, read and prepare
+    the response (``prepare``): the decision is a round trip to another process and a ledger
+    append, so waiting for it before reading would add its whole time to every read. Nothing
+    prepared leaves this process unless the answer is share: a refusal, an error or no answer
+    discards it. The read is logged with the decision either way."""
     settings = _settings(request)
     found = await reads.scope(session, person_id, include_household=household)
     if found is None:
@@ -103,21 +115,40 @@ async def _disclose(
     subjects = await reads.subject_ids(session, ids)
     if not subjects:
         raise NotFound(f"nothing is recorded about person {person_id} yet")
-    share, decisions, reason = await access.decide(_client(request), principal, subjects, settings)
+    asking = asyncio.create_task(access.decide(_client(request), principal, subjects, settings))
+    try:
+        rows = (
+            await reads.entry_rows(
+                session,
+                ids,
+                filters or reads.Filters(),
+                facts=facts,
+                one_per_event=one_per_event,
+            )
+            if with_entries
+            else []
+        )
+        prepared = await prepare(found, rows)
+    except BaseException:
+        asking.cancel()
+        with contextlib.suppress(BaseException):
+            await asking
+        raise
+    share, decisions, reason = await asking
     last = decisions[-1].decision_id if decisions else None
     if not share:
+        del prepared, rows
         # recorded in its own transaction: the refusal must be logged though the request fails
         async with runtime_of(request).database.transaction() as own:
             await access.record(own, principal, action, person_id, "refused", last, reason)
         raise DisclosureRefused(f"not shared: {reason}", decision_id=str(last))
-    rows = (
-        await reads.entry_rows(session, ids, filters or reads.Filters(), facts=facts)
-        if with_entries
-        else []
-    )
     await access.record(session, principal, action, person_id, "allowed", last)
     assert last is not None
-    return Disclosed(found, rows, last)
+    return Disclosed(found, rows, last, prepared)
+
+
+async def _nothing(scope: reads.Scope, rows: list[Any]) -> None:
+    return None
 
 
 def _person(view: reads.PersonView) -> PersonOut:
@@ -156,24 +187,31 @@ async def timeline(
         )
     household = include == "household"
     filters = reads.Filters(date_from, date_to, tuple(agency or ()), tuple(kind or ()))
+
+    async def entries_json(scope: reads.Scope, rows: list[Any]) -> tuple[int, orjson.Fragment]:
+        entries = reads.entries_out(rows, scope, household=household)
+        return len(entries), orjson.Fragment(orjson.dumps(entries, default=str))
+
     disclosed = await _disclose(
         request,
         session,
         reader,
         person_id,
         "timeline",
+        entries_json,
         household=household,
         filters=filters,
         facts=False,  # the chronology shows no facts; the summary's flags read them
+        one_per_event=household,
     )
-    entries = reads.entries_out(disclosed.rows, disclosed.scope, household=household)
+    count, entries = disclosed.prepared
     # Built as TimelineOut declares it, and serialised straight to JSON: validating hundreds of
     # entries through the response model cost more than reading them (tests check the shape).
     body = {
         "person": _person(disclosed.scope.person).model_dump(),
         "household_included": household,
         "entries": entries,
-        "count": len(entries),
+        "count": count,
         "decision_id": disclosed.decision_id,
     }
     return Response(  # type: ignore[return-value]
@@ -181,17 +219,39 @@ async def timeline(
     )
 
 
+@dataclass
+class _Findings:
+    flags: list[FlagOut]
+    agencies: list[AgencyOut]
+    entries: list[dict[str, Any]] | None
+
+
 async def _summary(
-    request: Request, session: SessionDep, reader: Principal, person_id: uuid.UUID, now: Any
-) -> tuple[Disclosed, SummaryOut]:
-    disclosed = await _disclose(request, session, reader, person_id, "summary", household=True)
+    request: Request,
+    session: SessionDep,
+    reader: Principal,
+    person_id: uuid.UUID,
+    now: Any,
+    *,
+    with_entries_out: bool = False,
+) -> tuple[Disclosed[_Findings], SummaryOut]:
+    async def findings(scope: reads.Scope, rows: list[Any]) -> _Findings:
+        flags = reads.flags(rows, scope, _settings(request))
+        agencies = await reads.agencies(session, rows, scope, now)
+        return _Findings(
+            [FlagOut.model_validate(flag, from_attributes=True) for flag in flags],
+            [AgencyOut.model_validate(agency) for agency in agencies],
+            reads.entries_out(rows, scope, household=True) if with_entries_out else None,
+        )
+
+    disclosed = await _disclose(
+        request, session, reader, person_id, "summary", findings, household=True
+    )
     scope = disclosed.scope
-    flags = reads.flags(disclosed.rows, scope, _settings(request))
-    agencies = await reads.agencies(session, disclosed.rows, scope, now)
     return disclosed, SummaryOut(
         person=_person(scope.person),
-        flags=[FlagOut.model_validate(flag, from_attributes=True) for flag in flags],
-        agencies=[AgencyOut.model_validate(agency) for agency in agencies],
+        flags=disclosed.prepared.flags,
+        agencies=disclosed.prepared.agencies,
         household=[
             MemberOut(
                 person_id=m.person.person_id,
@@ -234,6 +294,7 @@ async def genogram_svg(
         reader,
         person_id,
         "genogram",
+        _nothing,
         household=True,
         with_entries=False,  # the tree needs the household, not the entries
     )
@@ -254,8 +315,8 @@ async def chronology_html(
     person_id: uuid.UUID, request: Request, reader: Mash, session: SessionDep, clock: ClockDep
 ) -> HTMLResponse:
     now = clock.now()
-    disclosed, out = await _summary(request, session, reader, person_id, now)
-    entries = reads.entries_out(disclosed.rows, disclosed.scope, household=True)
+    disclosed, out = await _summary(request, session, reader, person_id, now, with_entries_out=True)
+    entries = disclosed.prepared.entries
     html = TEMPLATES.get_template("chronology.html").render(
         summary=out,
         entries=entries,

@@ -322,7 +322,35 @@ class Filters:
     kinds: tuple[str, ...] = ()
 
 
-def _entries_sql(filters: Filters, *, facts: bool = True) -> str:
+#: The columns of an entry row, in order (``entries_out`` unpacks them by position: reading a
+#: row's fields by name cost more than building the entry).
+ENTRY_COLUMNS = (
+    "entry_id",
+    "event_id",
+    "occurred_at",
+    "kind",
+    "title",
+    "summary",
+    "agency",
+    "organisation_code",
+    "who",
+    "contact",
+    "source_type",
+    "source_id",
+    "source_reference",
+    "facts",
+    "person_ids",
+    "entry_ids",
+    "rag",
+    "decision",
+    "decided_at",
+    "deadlines",
+)
+_OWN = ENTRY_COLUMNS[:13]  # the entry's own columns but the facts
+_REFERRAL = ", ".join(f"ref.{c}" for c in ENTRY_COLUMNS[16:])
+
+
+def _entries_sql(filters: Filters, *, facts: bool = True, one_per_event: bool = False) -> str:
     where = ["r.person_id = ANY(CAST(:ids AS uuid[]))"]
     if filters.date_from:
         where.append("e.occurred_at >= :date_from")
@@ -332,24 +360,46 @@ def _entries_sql(filters: Filters, *, facts: bool = True) -> str:
         where.append("e.agency = ANY(CAST(:agencies AS text[]))")
     if filters.kinds:
         where.append("e.kind = ANY(CAST(:kinds AS text[]))")
+    columns = ", ".join(f"e.{c}" for c in _OWN) + (", e.facts" if facts else ", NULL AS facts")
+    held = f"{SCHEMA}.records r JOIN {SCHEMA}.entries e ON e.subject_id = r.subject_id"
+    condition = " AND ".join(where)
+    if not one_per_event:
+        return (
+            f"SELECT {columns}, ARRAY[r.person_id] AS person_ids, ARRAY[e.entry_id] AS entry_ids,"
+            f" {_REFERRAL} FROM {held} LEFT JOIN {SCHEMA}.referrals ref"
+            f" ON ref.referral_id = e.source_id AND e.kind = 'referral'"
+            f" WHERE {condition} ORDER BY e.occurred_at, e.entry_id"
+        )
+    # An event that named several people in view (a police incident naming two children and
+    # their mother) is one row, carrying whose entries it holds in the order they were read;
+    # sending each person's copy of the same text would double what a household read moves.
     return (
-        "SELECT r.person_id, e.entry_id, e.event_id, e.occurred_at, e.kind, e.title, e.summary,"
-        " e.agency, e.organisation_code, e.who, e.contact, e.source_type, e.source_id,"
-        f" e.source_reference, {'e.facts' if facts else 'NULL AS facts'}, ref.rag, ref.decision,"
-        " ref.decided_at, ref.deadlines"
-        f" FROM {SCHEMA}.records r JOIN {SCHEMA}.entries e ON e.subject_id = r.subject_id"
-        f" LEFT JOIN {SCHEMA}.referrals ref ON ref.referral_id = e.source_id"
-        " AND e.kind = 'referral'"
-        f" WHERE {' AND '.join(where)} ORDER BY e.occurred_at, e.entry_id"
+        f"SELECT {', '.join(f'x.{c}' for c in ENTRY_COLUMNS[:16])}, {_REFERRAL}"
+        f" FROM (SELECT {columns}, array_agg(r.person_id) OVER w AS person_ids,"
+        " array_agg(e.entry_id) OVER w AS entry_ids, row_number() OVER w AS nth"
+        f" FROM {held} WHERE {condition}"
+        " WINDOW w AS (PARTITION BY e.event_id ORDER BY e.occurred_at, e.entry_id"
+        " ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)) x"
+        f" LEFT JOIN {SCHEMA}.referrals ref ON ref.referral_id = x.source_id"
+        " AND x.kind = 'referral'"
+        " WHERE x.nth = 1 ORDER BY x.occurred_at, x.entry_id"
     )
 
 
 async def entry_rows(
-    session: AsyncSession, ids: Sequence[uuid.UUID], filters: Filters, *, facts: bool = True
+    session: AsyncSession,
+    ids: Sequence[uuid.UUID],
+    filters: Filters,
+    *,
+    facts: bool = True,
+    one_per_event: bool = False,
 ) -> list[Any]:
-    """The entries of ``ids``, oldest first. ``facts=False`` leaves out the structured facts
-    (only the flags read them): decoding a JSON document per row is a good part of a household
-    chronology's time."""
+    """The entries of ``ids``, oldest first, each row with ``person_ids`` (whose entries they
+    are, not yet canonical) and ``entry_ids`` (theirs, in the same order). ``one_per_event``
+    gives an event once however many of ``ids`` it named (as the household view shows it);
+    otherwise each person's entry is its own row. ``facts=False`` leaves out the structured
+    facts (only the flags read them): decoding a JSON document per row is a good part of a
+    household chronology's time."""
     params: dict[str, Any] = {"ids": list(ids)}
     if filters.date_from:
         params["date_from"] = datetime.combine(filters.date_from, datetime.min.time()).astimezone()
@@ -361,7 +411,8 @@ async def entry_rows(
         params["agencies"] = list(filters.agencies)
     if filters.kinds:
         params["kinds"] = list(filters.kinds)
-    return list((await session.execute(text(_entries_sql(filters, facts=facts)), params)).all())
+    sql = text(_entries_sql(filters, facts=facts, one_per_event=one_per_event))
+    return list((await session.execute(sql, params)).all())
 
 
 async def subject_ids(session: AsyncSession, ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
@@ -373,14 +424,18 @@ def _facts(row: Any) -> dict[str, Any]:
     return json.loads(facts) if isinstance(facts, str) else dict(facts or {})
 
 
-def deadlines(row: Any) -> list[dict[str, Any]]:
-    held = row.deadlines or {}
-    if isinstance(held, str):
-        held = json.loads(held)
-    order = ["acknowledgement", "written_follow_up", "decision", "feedback", "assessment"]
+_DEADLINE_ORDER = ["acknowledgement", "written_follow_up", "decision", "feedback", "assessment"]
+
+
+def deadlines(held: dict[str, Any] | str | None) -> list[dict[str, Any]]:
+    """A referral's deadlines (its ``deadlines`` column) in the order they fall due."""
+    if not held:
+        return []
+    due: dict[str, Any] = json.loads(held) if isinstance(held, str) else held
+    order = _DEADLINE_ORDER
     out = []
-    for name in sorted(held, key=lambda n: order.index(n) if n in order else len(order)):
-        value = held[name]
+    for name in sorted(due, key=lambda n: order.index(n) if n in order else len(order)):
+        value = due[name]
         out.append(
             {
                 "name": name,
@@ -393,66 +448,84 @@ def deadlines(row: Any) -> list[dict[str, Any]]:
 
 
 def entries_out(rows: Sequence[Any], scope: Scope, *, household: bool) -> list[dict[str, Any]]:
-    """Rows as the API gives them: one per event, labelled with whose it is."""
+    """Rows as the API gives them, labelled with whose they are. In the household view an event
+    is shown once however many people in it it named (rows read ``one_per_event`` already are),
+    listing them: the person whose chronology it is first, then children, then adults."""
     me = scope.person.person_id
+    owner_of = scope.owner
+    unknown = ("someone in the household", "household member")
     people = {me: (scope.person.display_name, "this person")} | {
         m.person.person_id: (m.person.display_name, m.relationship) for m in scope.members
     }
-    roles = {m.person.person_id: m.role for m in scope.members}
-    by_event: dict[uuid.UUID, dict[str, Any]] = {}
-    out: list[dict[str, Any]] = []
+    adults = {m.person.person_id for m in scope.members if m.role == "adult"}
+    grouped: dict[uuid.UUID, tuple[Any, list[uuid.UUID]]] = {}
+    ordered: list[tuple[Any, list[uuid.UUID]]] = []
     for row in rows:
-        owner = scope.owner.get(row.person_id, row.person_id)
-        name, relationship = people.get(owner, ("someone in the household", "household member"))
-        key = row.event_id
-        if household and key in by_event:
-            entry = by_event[key]
-            if owner not in entry["_owners"]:
-                entry["_owners"].append(owner)
-                entry["people"].append(
-                    {"person_id": owner, "name": name, "relationship": relationship}
-                )
-            continue
-        entry = {
-            "entry_id": row.entry_id,
-            "person_id": owner,
-            "whose": name,
-            "relationship": relationship,
-            "people": [{"person_id": owner, "name": name, "relationship": relationship}],
-            "occurred_at": row.occurred_at,
-            "kind": row.kind,
-            "title": row.title,
-            "summary": row.summary,
-            "agency": row.agency,
-            "organisation_code": row.organisation_code,
-            "who": row.who,
-            "contact": row.contact,
-            "rag": row.rag,
-            "decision": row.decision,
-            "deadlines": deadlines(row),
-            "source": {
-                "type": row.source_type,
-                "id": row.source_id,
-                "reference": row.source_reference,
-                "path": _source_path(row.source_type, row.source_id),
-            },
-            "_owners": [owner],
-        }
-        by_event[key] = entry
-        out.append(entry)
-    for entry in out:
-        entry.pop("_owners")
-        if len(entry["people"]) > 1:
-            # the person whose chronology it is first, then children, then adults
-            entry["people"].sort(
-                key=lambda p: (p["person_id"] != me, roles.get(p["person_id"]) == "adult")
-            )
-            first = entry["people"][0]
-            entry["person_id"], entry["whose"] = (
-                first["person_id"],
-                ", ".join(p["name"] for p in entry["people"]),
-            )
-            entry["relationship"] = first["relationship"]
+        owners = [owner_of.get(pid, pid) for pid in row[14]]  # person_ids
+        if household:
+            seen = grouped.get(row[1])  # event_id
+            if seen is not None:
+                seen[1].extend(owners)
+                continue
+            grouped[row[1]] = seen = (row, owners)
+            ordered.append(seen)
+        else:
+            ordered.append((row, owners))
+    out: list[dict[str, Any]] = []
+    for row, owners in ordered:
+        (
+            entry_id,
+            _,
+            occurred_at,
+            kind,
+            title,
+            summary,
+            agency,
+            organisation_code,
+            who,
+            contact,
+            source_type,
+            source_id,
+            source_reference,
+            _,
+            _,
+            _,
+            rag,
+            decision,
+            _,
+            held,
+        ) = row
+        if len(owners) > 1:
+            owners = list(dict.fromkeys(owners))
+            owners.sort(key=lambda pid: (pid != me, pid in adults))
+        named = [(pid, *people.get(pid, unknown)) for pid in owners]
+        first, name, relationship = named[0]
+        out.append(
+            {
+                "entry_id": entry_id,
+                "person_id": first,
+                "whose": name if len(named) == 1 else ", ".join(n[1] for n in named),
+                "relationship": relationship,
+                "people": [{"person_id": pid, "name": n, "relationship": r} for pid, n, r in named],
+                "occurred_at": occurred_at,
+                "kind": kind,
+                "title": title,
+                "summary": summary,
+                "agency": agency,
+                "organisation_code": organisation_code,
+                "who": who,
+                "contact": contact,
+                "rag": rag,
+                "decision": decision,
+                "deadlines": deadlines(held),
+                "source": {
+                    "type": source_type,
+                    "id": source_id,
+                    "reference": source_reference,
+                    "path": _source_path(source_type, source_id),
+                },
+            }
+        )
     return out
 
 
@@ -465,19 +538,25 @@ def _source_path(source_type: str, source_id: uuid.UUID) -> str | None:
 
 
 def lines_of(rows: Sequence[Any], scope: Scope) -> list[flag_rules.Line]:
-    return [
-        flag_rules.Line(
-            entry_id=row.entry_id,
-            person_id=scope.owner.get(row.person_id, row.person_id),
-            occurred_at=row.occurred_at,
-            kind=row.kind,
-            facts=_facts(row),
-            decision=row.decision,
-            decided_at=row.decided_at,
-            source_id=row.source_id,
+    """One line per person's entry. The rows must be each person's own (``one_per_event``
+    false): the facts differ between the people an event named (a child, a family member)."""
+    lines = []
+    for row in rows:
+        if len(row.person_ids) != 1:
+            raise ValueError("the flags read each person's entry: read with one_per_event=False")
+        lines.append(
+            flag_rules.Line(
+                entry_id=row.entry_id,
+                person_id=scope.owner.get(row.person_ids[0], row.person_ids[0]),
+                occurred_at=row.occurred_at,
+                kind=row.kind,
+                facts=_facts(row),
+                decision=row.decision,
+                decided_at=row.decided_at,
+                source_id=row.source_id,
+            )
         )
-        for row in rows
-    ]
+    return lines
 
 
 def flags(rows: Sequence[Any], scope: Scope, settings: TimelineSettings) -> list[flag_rules.Flag]:

@@ -154,8 +154,13 @@ async def _chronology(database: Database, person: uuid.UUID, household: bool = F
         assert scope is not None
         # The read without merges takes a shorter way to the same answer as the general one.
         assert scope == await reads._scope_with_merges(session, person)
-        rows = await reads.entry_rows(session, scope.canonical_ids(household), reads.Filters())
-        return scope, reads.entries_out(rows, scope, household=household)
+        ids = scope.canonical_ids(household)
+        rows = await reads.entry_rows(session, ids, reads.Filters())
+        entries = reads.entries_out(rows, scope, household=household)
+        # The household read has the database give each event once; the same entries come out.
+        once = await reads.entry_rows(session, ids, reads.Filters(), one_per_event=household)
+        assert reads.entries_out(once, scope, household=household) == entries
+        return scope, entries
 
 
 async def test_a_merge_shows_both_histories_as_one_and_an_unmerge_separates_them(
@@ -269,6 +274,59 @@ async def test_household_entries_are_labelled_and_retention_removes_a_referrals_
     )
     _, after = await _chronology(database, ella_person, household=True)
     assert [e["whose"].split()[0] for e in after] == ["Ella"]
+
+
+async def test_an_event_naming_two_children_is_shown_once_in_the_household_view(
+    database: Database, projected: Any
+) -> None:
+    family = f"Both{uuid.uuid4().hex[:6]}"
+    ella, finn, finn_again = child("Ella", family), child("Finn", family), child("Finn", family)
+    ella_person, finn_person = uuid.uuid4(), uuid.uuid4()
+    await projected(referral(ella, T0).model_copy(update={"children": [ella, finn]}))
+    await projected(referral(finn_again, T0 + timedelta(days=9)))
+    await projected(linked(ella, uuid.uuid4(), ella_person, T0))
+    await projected(linked(finn, uuid.uuid4(), finn_person, T0))
+    await projected(linked(finn_again, uuid.uuid4(), finn_person, T0))
+    await projected(
+        HouseholdUpdated(
+            household_id=uuid.uuid4(),
+            members=[
+                HouseholdMember(person_id=ella_person, role="child"),
+                HouseholdMember(person_id=finn_person, role="child"),
+            ],
+            relationships=[
+                RelationshipOut(
+                    person_id=ella_person,
+                    related_person_id=finn_person,
+                    kind="sibling",
+                    inferred=True,
+                )
+            ],
+            updated_at=T0,
+        )
+    )
+
+    # Finn's view: the joint referral once, naming him first, then his own later one
+    _, entries = await _chronology(database, finn_person, household=True)
+    assert [(e["whose"].split()[0], len(e["people"])) for e in entries] == [
+        ("Finn", 2),
+        ("Finn", 1),
+    ]
+    joint = entries[0]
+    assert [p["relationship"] for p in joint["people"]] == ["this person", "sibling"]
+    assert joint["person_id"] == finn_person
+    # his own chronology holds his entry of the joint referral, not Ella's
+    _, own = await _chronology(database, finn_person)
+    assert [e["people"][0]["person_id"] for e in own] == [finn_person, finn_person]
+    async with database.transaction() as session:
+        scope = await reads.scope(session, finn_person, include_household=True)
+        assert scope is not None
+        once = await reads.entry_rows(
+            session, scope.canonical_ids(True), reads.Filters(), one_per_event=True
+        )
+        assert [len(row.person_ids) for row in once] == [2, 1]
+        with pytest.raises(ValueError, match="one_per_event"):
+            reads.lines_of(once, scope)
 
 
 async def _caught_up(bootstrap: str) -> bool:
