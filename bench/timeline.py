@@ -942,6 +942,16 @@ async def closed_loop(
     }
 
 
+def server_timing(header: str) -> dict[str, float]:
+    """``Server-Timing: scope;dur=5.1, rows;dur=8.0`` → {"scope": 5.1, "rows": 8.0} (ms)."""
+    steps: dict[str, float] = {}
+    for part in header.split(","):
+        name, _, duration = part.strip().partition(";dur=")
+        if name and duration:
+            steps[name] = float(duration)
+    return steps
+
+
 def _principal() -> Principal:
     """The MASH reader as the timeline sees the demo-mash client's token."""
     return Principal(
@@ -1064,9 +1074,14 @@ async def measure_reads(stack: Stack, child: uuid.UUID, *, quick: bool) -> dict[
             for path in paths.values():
                 await timeline.get(path, headers=reader)
 
-        def reading(path: str) -> Callable[[], Awaitable[int]]:
+        def reading(
+            path: str, timings: list[dict[str, float]] | None = None
+        ) -> Callable[[], Awaitable[int]]:
             async def call() -> int:
-                return (await timeline.get(path, headers=reader)).status_code
+                response = await timeline.get(path, headers=reader)
+                if timings is not None and response.status_code == 200:
+                    timings.append(server_timing(response.headers.get("Server-Timing", "")))
+                return response.status_code
 
             return call
 
@@ -1088,8 +1103,13 @@ async def measure_reads(stack: Stack, child: uuid.UUID, *, quick: bool) -> dict[
                 f"bench timeline: reading ({view}) at {READ_RATE:g}/s for {seconds:g} s", flush=True
             )
             out[view] = {"load_before": _load_average()}
-            out[view] |= await open_loop(reading(path), READ_RATE, seconds)
+            timings: list[dict[str, float]] = []
+            out[view] |= await open_loop(reading(path, timings), READ_RATE, seconds)
             out[view]["load_after"] = _load_average()
+            out[view]["server_timing_ms"] = {
+                step: _percentiles([t[step] / 1000 for t in timings if step in t])
+                for step in dict.fromkeys(step for t in timings for step in t)
+            }
         for view, path in paths.items():
             print(f"bench timeline: reads/s at saturation ({view})", flush=True)
             out[f"saturated_{view}"] = await closed_loop(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from services.timeline.schemas import (
 )
 from services.timeline.settings import TimelineSettings
 from shared.auth import Principal, require_scope
-from shared.disclosures import DisclosureClient, DisclosureRefused
+from shared.disclosures import DisclosureClient, DisclosureDecision, DisclosureRefused
 from shared.errors import DomainError, NotFound
 from shared.schemas import IsoDate
 from shared.service import ClockDep, SessionDep, runtime_of
@@ -86,6 +87,8 @@ class Disclosed(Generic[T]):
     rows: list[Any]
     decision_id: uuid.UUID
     prepared: T
+    #: How long each step took, as an HTTP ``Server-Timing`` header: where a slow read went.
+    server_timing: str
 
 
 async def _disclose(
@@ -108,6 +111,8 @@ async def _disclose(
     prepared leaves this process unless the answer is share: a refusal, an error or no answer
     discards it. The read is logged with the decision either way."""
     settings = _settings(request)
+    steps: dict[str, float] = {}
+    started = time.perf_counter()
     found = await reads.scope(session, person_id, include_household=household)
     if found is None:
         raise NotFound(f"no person {person_id} in the timeline")
@@ -115,7 +120,16 @@ async def _disclose(
     subjects = await reads.subject_ids(session, ids)
     if not subjects:
         raise NotFound(f"nothing is recorded about person {person_id} yet")
-    asking = asyncio.create_task(access.decide(_client(request), principal, subjects, settings))
+
+    async def deciding() -> tuple[bool, list[DisclosureDecision], str | None]:
+        began = time.perf_counter()
+        try:
+            return await access.decide(_client(request), principal, subjects, settings)
+        finally:
+            steps["decision"] = time.perf_counter() - began
+
+    asking = asyncio.create_task(deciding())
+    mark = steps["scope"] = time.perf_counter() - started
     try:
         rows = (
             await reads.entry_rows(
@@ -128,13 +142,18 @@ async def _disclose(
             if with_entries
             else []
         )
+        steps["rows"] = time.perf_counter() - started - mark
+        mark += steps["rows"]
         prepared = await prepare(found, rows)
+        steps["prepare"] = time.perf_counter() - started - mark
+        mark += steps["prepare"]
     except BaseException:
         asking.cancel()
         with contextlib.suppress(BaseException):
             await asking
         raise
     share, decisions, reason = await asking
+    steps["waited"] = time.perf_counter() - started - mark
     last = decisions[-1].decision_id if decisions else None
     if not share:
         del prepared, rows
@@ -144,7 +163,9 @@ async def _disclose(
         raise DisclosureRefused(f"not shared: {reason}", decision_id=str(last))
     await access.record(session, principal, action, person_id, "allowed", last)
     assert last is not None
-    return Disclosed(found, rows, last, prepared)
+    steps["total"] = time.perf_counter() - started
+    timing = ", ".join(f"{name};dur={seconds * 1000:.2f}" for name, seconds in steps.items())
+    return Disclosed(found, rows, last, prepared, timing)
 
 
 async def _nothing(scope: reads.Scope, rows: list[Any]) -> None:
@@ -215,7 +236,9 @@ async def timeline(
         "decision_id": disclosed.decision_id,
     }
     return Response(  # type: ignore[return-value]
-        orjson.dumps(body, default=str), media_type="application/json"
+        orjson.dumps(body, default=str),
+        media_type="application/json",
+        headers={"Server-Timing": disclosed.server_timing},
     )
 
 
@@ -273,9 +296,15 @@ async def _summary(
     summary="Pattern flags (explained), agencies involved and the household",
 )
 async def summary(
-    person_id: uuid.UUID, request: Request, reader: Mash, session: SessionDep, clock: ClockDep
+    person_id: uuid.UUID,
+    request: Request,
+    response: Response,
+    reader: Mash,
+    session: SessionDep,
+    clock: ClockDep,
 ) -> SummaryOut:
-    _, out = await _summary(request, session, reader, person_id, clock.now())
+    disclosed, out = await _summary(request, session, reader, person_id, clock.now())
+    response.headers["Server-Timing"] = disclosed.server_timing
     return out
 
 
@@ -301,7 +330,7 @@ async def genogram_svg(
     return Response(
         genogram.render(disclosed.scope),
         media_type="image/svg+xml",
-        headers={"Cache-Control": "no-store"},
+        headers={"Cache-Control": "no-store", "Server-Timing": disclosed.server_timing},
     )
 
 
@@ -325,4 +354,6 @@ async def chronology_html(
         printed_by=reader.subject,
         organisation=reader.organisation_code,
     )
-    return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+    return HTMLResponse(
+        html, headers={"Cache-Control": "no-store", "Server-Timing": disclosed.server_timing}
+    )

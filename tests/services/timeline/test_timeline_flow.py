@@ -288,8 +288,16 @@ async def test_a_mash_worker_reads_one_chronology_with_the_household_beside_it(
     backwards = await timeline.get(url, params={"from": future, "to": "2020-01-01"})
     assert backwards.status_code == 422
 
+    # Each read says where its time went (the decision was asked while the entries were read).
+    timed = await timeline.get(url, params={"include": "household"})
+    steps = dict(part.split(";dur=") for part in timed.headers["Server-Timing"].split(", "))
+    assert set(steps) == {"scope", "rows", "prepare", "decision", "waited", "total"}
+    assert all(float(ms) >= 0 for ms in steps.values())
+
     # The summary: flags explained, agencies involved with how to reach them, the household.
-    summary = (await timeline.get(f"/v1/persons/{maya}/summary")).json()
+    answered = await timeline.get(f"/v1/persons/{maya}/summary")
+    assert "decision;dur=" in answered.headers["Server-Timing"]
+    summary = answered.json()
     codes = {flag["code"] for flag in summary["flags"]}
     assert "domestic_abuse_child_present" in codes
     da = next(f for f in summary["flags"] if f["code"] == "domestic_abuse_child_present")
