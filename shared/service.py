@@ -338,11 +338,14 @@ class ServiceRuntime:
 
 def freeze_if_asked(settings: ServiceSettings) -> int:
     """Once a process has started, move what it has made so far out of the garbage collector's
-    full passes (``ServiceSettings.gc_freeze_after_start``); returns how many objects are
-    frozen."""
+    full passes (``ServiceSettings.gc_freeze_after_start``) and sweep its youngest generation
+    less often (``gc_young_threshold``); returns how many objects are frozen."""
     if settings.gc_freeze_after_start:
         gc.collect()
         gc.freeze()
+    if settings.gc_young_threshold is not None:
+        _, middle, old = gc.get_threshold()
+        gc.set_threshold(settings.gc_young_threshold, middle, old)
     return gc.get_freeze_count()
 
 

@@ -59,6 +59,13 @@ class ServiceSettings(BaseSettings):
     # timeline's reads had 100 ms tails from it. `threadline serve` turns it on; in-process
     # apps (the tests) leave it off, since frozen objects are never collected.
     gc_freeze_after_start: bool = False
+    # How many container objects the process allocates (net) before the collector's youngest
+    # generation is swept (gc.set_threshold; Python's default is 700). A timeline read builds
+    # ~15,000 objects that live until its response is written: at 700, sweeps ran a dozen
+    # times inside every read, walking the growing answer and promoting it to older
+    # generations that were swept again (12% of the timeline process's time). Unset leaves
+    # Python's default; `threadline serve` and `threadline work` set it.
+    gc_young_threshold: int | None = Field(default=None, ge=100, le=10_000_000)
 
     # Limits on what one request may cost: the body's size (413 beyond it), and each client's
     # request rate per process (429 with Retry-After beyond it; see shared/ratelimit.py).

@@ -195,15 +195,25 @@ def _listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _serving_gc_defaults() -> None:
+    os.environ.setdefault("THREADLINE_GC_FREEZE_AFTER_START", "true")
+    os.environ.setdefault("THREADLINE_GC_YOUNG_THRESHOLD", str(SERVING_GC_YOUNG_THRESHOLD))
+
+
+#: The collector's youngest-generation threshold in serving processes (Python's is 700).
+SERVING_GC_YOUNG_THRESHOLD = 50_000
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from services.catalogue import app_module
 
     module = app_module(args.service)
-    # A serving process freezes its startup objects out of the collector's full passes (see
-    # ServiceSettings.gc_freeze_after_start); set to false to compare.
-    os.environ.setdefault("THREADLINE_GC_FREEZE_AFTER_START", "true")
+    # A serving process freezes its startup objects out of the collector's full passes and
+    # sweeps its youngest generation less often (ServiceSettings.gc_freeze_after_start,
+    # gc_young_threshold); set them to false / 700 to compare.
+    _serving_gc_defaults()
     app = module.create_app()
     settings = app.state.settings
     options: dict[str, Any] = {
@@ -233,7 +243,7 @@ def cmd_work(args: argparse.Namespace) -> int:
     from shared.service import run_background
 
     module = app_module(args.service)
-    os.environ.setdefault("THREADLINE_GC_FREEZE_AFTER_START", "true")  # as `serve` does
+    _serving_gc_defaults()  # as `serve` does
     app = module.create_app()  # the settings and definition exactly as `serve` builds them
     asyncio.run(run_background(app.state.definition, app.state.settings))
     return 0

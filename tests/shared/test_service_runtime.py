@@ -138,15 +138,22 @@ async def test_a_serving_process_freezes_its_startup_objects_out_of_full_collect
     import gc
 
     before = gc.get_freeze_count()
+    thresholds = gc.get_threshold()
     plain = create_consent(consent_settings(database_url, bootstrap), configure_logs=False)
     async with serving(plain) as client:
         assert (await client.get("/healthz")).status_code == 200
         assert gc.get_freeze_count() == before
-    settings = consent_settings(database_url, bootstrap, gc_freeze_after_start=True)
+        assert gc.get_threshold() == thresholds
+    settings = consent_settings(
+        database_url, bootstrap, gc_freeze_after_start=True, gc_young_threshold=50_000
+    )
     frozen = create_consent(settings, configure_logs=False)
     try:
         async with serving(frozen) as client:
             assert gc.get_freeze_count() > before + 10_000  # the modules, the app, its metadata
+            # the youngest generation is swept after 50,000 allocations; the others as before
+            assert gc.get_threshold() == (50_000, *thresholds[1:])
             assert (await client.get("/healthz")).status_code == 200
     finally:
         gc.unfreeze()  # the test process goes on making and dropping apps
+        gc.set_threshold(*thresholds)
