@@ -47,6 +47,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import httpx
 import orjson
@@ -883,7 +884,7 @@ async def open_loop(
     async def one(due: float) -> None:
         try:
             status = await call()
-        except httpx.HTTPError as error:
+        except (httpx.HTTPError, aiohttp.ClientError) as error:
             failures[type(error).__name__] = failures.get(type(error).__name__, 0) + 1
             return
         if status == 200:
@@ -922,7 +923,7 @@ async def closed_loop(
             started = time.perf_counter()
             try:
                 status = await call()
-            except httpx.HTTPError:
+            except (httpx.HTTPError, aiohttp.ClientError):
                 status = 0
             if status == 200:
                 latencies.append(time.perf_counter() - started)
@@ -1045,11 +1046,13 @@ async def measure_reads(stack: Stack, child: uuid.UUID, *, quick: bool) -> dict[
         for view, ids in subjects.items()
     }
     out: dict[str, Any] = {"subjects_in_view": {view: len(ids) for view, ids in subjects.items()}}
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with (
-        httpx.AsyncClient(base_url=stack.url("timeline"), timeout=30, limits=limits) as timeline,
-        httpx.AsyncClient(base_url=stack.url("consent"), timeout=30, limits=limits) as consent,
-    ):
+    # aiohttp, as the services' own clients: httpx's parsing of a 634 KB household answer
+    # cost the bench ~4 ms a read (p50 48.8 ms against aiohttp's 44.8 and curl's 44.3).
+    connector = aiohttp.TCPConnector(limit=64)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=30)
+    ) as http:
+        timeline, consent = stack.url("timeline"), stack.url("consent")
         paths = {
             "own": f"/v1/persons/{child}/timeline",
             "household": f"/v1/persons/{child}/timeline?include=household",
@@ -1057,31 +1060,32 @@ async def measure_reads(stack: Stack, child: uuid.UUID, *, quick: bool) -> dict[
         shape: dict[str, Any] = {}
         for view, path in paths.items():
             started = time.perf_counter()
-            response = await timeline.get(path, headers=reader)
+            async with http.get(timeline + path, headers=reader) as response:
+                content = await response.read()
             first = time.perf_counter() - started
-            if response.status_code != 200:
-                raise RuntimeError(
-                    f"timeline read answered {response.status_code}: {response.text}"
-                )
-            body = response.json()
+            if response.status != 200:
+                raise RuntimeError(f"timeline read answered {response.status}: {content[:500]!r}")
+            body = orjson.loads(content)
             shape[view] = {
                 "entries": body["count"],
-                "body_bytes": len(response.content),
+                "body_bytes": len(content),
                 "first_read_ms": round(first * 1000, 1),
             }
         out["shape"] = shape
         for _ in range(20):  # warm-up: connections, caches, the services' first requests
             for path in paths.values():
-                await timeline.get(path, headers=reader)
+                async with http.get(timeline + path, headers=reader) as response:
+                    await response.read()
 
         def reading(
             path: str, timings: list[dict[str, float]] | None = None
         ) -> Callable[[], Awaitable[int]]:
             async def call() -> int:
-                response = await timeline.get(path, headers=reader)
-                if timings is not None and response.status_code == 200:
+                async with http.get(timeline + path, headers=reader) as response:
+                    await response.read()
+                if timings is not None and response.status == 200:
                     timings.append(server_timing(response.headers.get("Server-Timing", "")))
-                return response.status_code
+                return response.status
 
             return call
 
@@ -1089,12 +1093,13 @@ async def measure_reads(stack: Stack, child: uuid.UUID, *, quick: bool) -> dict[
             headers = {"Authorization": f"Bearer {platform}", "Content-Type": "application/json"}
 
             async def call() -> int:
-                response = await consent.post(
-                    "/v1/disclosures/decide", content=body, headers=headers
-                )
-                if response.status_code == 200 and response.json()["decision"] != "share":
+                async with http.post(
+                    consent + "/v1/disclosures/decide", data=body, headers=headers
+                ) as response:
+                    content = await response.read()
+                if response.status == 200 and orjson.loads(content)["decision"] != "share":
                     return 403
-                return response.status_code
+                return response.status
 
             return call
 
