@@ -17,6 +17,7 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.timeline import access, genogram, reads
 from services.timeline.schemas import (
@@ -109,48 +110,77 @@ async def _disclose(
     the response (``prepare``): the decision is a round trip to another process and a ledger
     append, so waiting for it before reading would add its whole time to every read. Nothing
     prepared leaves this process unless the answer is share: a refusal, an error or no answer
-    discards it. The read is logged with the decision either way."""
+    discards it. The read is logged with the decision either way.
+
+    A read with no merge in view (most) takes three steps that overlap: the first look
+    (``reads.look``) names everyone and their subjects; then the decision point is asked, the
+    entries are read on a connection of their own, and the people are read on this one. A
+    merge anywhere in view takes the general way: the scope, the subjects, then the entries."""
     settings = _settings(request)
     steps: dict[str, float] = {}
     started = time.perf_counter()
-    found = await reads.scope(session, person_id, include_household=household)
-    if found is None:
-        raise NotFound(f"no person {person_id} in the timeline")
-    ids = found.canonical_ids(household)
-    subjects = await reads.subject_ids(session, ids)
-    if not subjects:
-        raise NotFound(f"nothing is recorded about person {person_id} yet")
+    pending: list[asyncio.Task[Any]] = []
 
-    async def deciding() -> tuple[bool, list[DisclosureDecision], str | None]:
+    async def deciding(
+        subjects: list[uuid.UUID],
+    ) -> tuple[bool, list[DisclosureDecision], str | None]:
         began = time.perf_counter()
         try:
             return await access.decide(_client(request), principal, subjects, settings)
         finally:
             steps["decision"] = time.perf_counter() - began
 
-    asking = asyncio.create_task(deciding())
-    mark = steps["scope"] = time.perf_counter() - started
-    try:
-        rows = (
-            await reads.entry_rows(
-                session,
-                ids,
-                filters or reads.Filters(),
-                facts=facts,
-                one_per_event=one_per_event,
-            )
-            if with_entries
-            else []
+    async def reading(own: AsyncSession, ids: list[uuid.UUID]) -> list[Any]:
+        if not with_entries:
+            return []
+        return await reads.entry_rows(
+            own, ids, filters or reads.Filters(), facts=facts, one_per_event=one_per_event
         )
+
+    async def reading_apart(ids: list[uuid.UUID]) -> list[Any]:
+        if not with_entries:
+            return []
+        async with runtime_of(request).database.transaction() as own:
+            return await reading(own, ids)
+
+    try:
+        first = await reads.look(session, person_id)
+        if first.simple:
+            # No merge in view: the first look named everyone, so the decision point is asked
+            # and the entries are read (on a connection of their own) while the people are.
+            subjects = first.subjects(household)
+            if not subjects:
+                raise NotFound(f"nothing is recorded about person {person_id} yet")
+            asking = asyncio.create_task(deciding(subjects))
+            pending.append(asking)
+            entries = asyncio.create_task(reading_apart(first.ids(household)))
+            pending.append(entries)
+            found: reads.Scope | None = await reads.assemble(session, first)
+            assert found is not None
+            mark = steps["scope"] = time.perf_counter() - started
+            rows = await entries
+        else:
+            found = await reads.scope(session, person_id, include_household=household)
+            if found is None:
+                raise NotFound(f"no person {person_id} in the timeline")
+            ids = found.canonical_ids(household)
+            subjects = await reads.subject_ids(session, ids)
+            if not subjects:
+                raise NotFound(f"nothing is recorded about person {person_id} yet")
+            asking = asyncio.create_task(deciding(subjects))
+            pending.append(asking)
+            mark = steps["scope"] = time.perf_counter() - started
+            rows = await reading(session, ids)
         steps["rows"] = time.perf_counter() - started - mark
         mark += steps["rows"]
         prepared = await prepare(found, rows)
         steps["prepare"] = time.perf_counter() - started - mark
         mark += steps["prepare"]
     except BaseException:
-        asking.cancel()
+        for task in pending:
+            task.cancel()
         with contextlib.suppress(BaseException):
-            await asking
+            await asyncio.gather(*pending, return_exceptions=True)
         raise
     share, decisions, reason = await asking
     steps["waited"] = time.perf_counter() - started - mark

@@ -65,12 +65,6 @@ _IS_KNOWN = (
     f" OR EXISTS (SELECT 1 FROM {SCHEMA}.household_members WHERE person_id = :id))"
 )
 _KNOWN = text(f"SELECT {_IS_KNOWN}")
-_KNOWN_REDIRECTED = text(
-    f"SELECT {_IS_KNOWN} AS known,"
-    f" EXISTS (SELECT 1 FROM {SCHEMA}.redirects WHERE active"
-    " AND (merged_person_id = ANY(CAST(:ids AS uuid[]))"
-    " OR survivor_person_id = ANY(CAST(:ids AS uuid[])))) AS redirected"
-)
 _HOUSEHOLD = text(
     # the relationships as text, decoded once per household rather than once per member
     f"SELECT m.household_id, other.person_id, other.role, h.relationships::text AS relationships"
@@ -177,21 +171,100 @@ async def merged_into_many(
     return owner
 
 
+@dataclass
+class HouseholdRow:
+    household_id: uuid.UUID
+    person_id: uuid.UUID
+    role: str
+    relationships: str  # the household's relationships, as JSON text
+
+
+#: A read's first round trip: the person's households, whether the person is known, whether
+#: anyone involved was ever merged, and the subjects held for the person and for the others in
+#: their households (which is all a read without merges needs to ask the decision point).
+_LOOK = text(
+    f"WITH hh AS (SELECT m.household_id, other.person_id, other.role, h.relationships::text"
+    f" AS relationships FROM {SCHEMA}.household_members m"
+    f" JOIN {SCHEMA}.household_members other ON other.household_id = m.household_id"
+    f" JOIN {SCHEMA}.households h ON h.household_id = m.household_id"
+    " WHERE m.person_id = :id),"
+    " involved AS (SELECT CAST(:id AS uuid) AS person_id UNION SELECT person_id FROM hh)"
+    " SELECT (SELECT json_agg(hh)::text FROM hh) AS households,"
+    f" {_IS_KNOWN} AS known,"
+    f" EXISTS (SELECT 1 FROM {SCHEMA}.redirects WHERE active"
+    " AND (merged_person_id IN (SELECT person_id FROM involved)"
+    " OR survivor_person_id IN (SELECT person_id FROM involved))) AS redirected,"
+    f" ARRAY(SELECT subject_id FROM {SCHEMA}.records WHERE person_id = :id"
+    " AND subject_id IS NOT NULL) AS own_subjects,"
+    f" ARRAY(SELECT r.subject_id FROM {SCHEMA}.records r"
+    " WHERE r.person_id IN (SELECT person_id FROM hh WHERE person_id <> :id)"
+    " AND r.subject_id IS NOT NULL) AS member_subjects"
+)
+
+
+@dataclass
+class Look:
+    """What a read's first round trip finds (``_LOOK``)."""
+
+    person_id: uuid.UUID
+    household_rows: list[HouseholdRow]
+    known: bool
+    redirected: bool
+    own_subjects: list[uuid.UUID]
+    member_subjects: list[uuid.UUID]
+
+    @property
+    def simple(self) -> bool:
+        """Known, and no one involved was ever merged: every id is its own person."""
+        return self.known and not self.redirected
+
+    def ids(self, include_household: bool) -> list[uuid.UUID]:
+        """The persons whose entries a read without merges shows (as ``Scope.canonical_ids``)."""
+        ids = [self.person_id]
+        if include_household:
+            ids += [row.person_id for row in self.household_rows]
+        return list(dict.fromkeys(ids))
+
+    def subjects(self, include_household: bool) -> list[uuid.UUID]:
+        return self.own_subjects + (self.member_subjects if include_household else [])
+
+
+async def look(session: AsyncSession, person_id: uuid.UUID) -> Look:
+    row = (await session.execute(_LOOK, {"id": person_id})).one()
+    households = [
+        HouseholdRow(
+            uuid.UUID(h["household_id"]), uuid.UUID(h["person_id"]), h["role"], h["relationships"]
+        )
+        for h in orjson.loads(row.households or "[]")
+    ]
+    return Look(
+        person_id,
+        households,
+        row.known,
+        row.redirected,
+        list(row.own_subjects),
+        list(row.member_subjects),
+    )
+
+
 async def scope(
     session: AsyncSession, person_id: uuid.UUID, *, include_household: bool
 ) -> Scope | None:
-    # Most reads involve no merge at all: then the household and one look at the redirects
-    # (and whether the person is known) settle who is who, in two round trips instead of six.
-    household_rows = (await session.execute(_HOUSEHOLD, {"ids": [person_id]})).all()
-    involved = list({person_id, *(row.person_id for row in household_rows)})
-    known, redirected = (
-        await session.execute(_KNOWN_REDIRECTED, {"id": person_id, "ids": involved})
-    ).one()
-    if not redirected:
-        if not known:
-            return None
-        return await _assemble(session, person_id, person_id, [person_id], household_rows, {})
-    return await _scope_with_merges(session, person_id)
+    # Most reads involve no merge at all: then one look (``_LOOK``) settles who is who, and
+    # one more reads the people; a merge anywhere in view takes the general way.
+    first = await look(session, person_id)
+    if first.redirected:
+        return await _scope_with_merges(session, person_id)
+    if not first.known:
+        return None
+    return await assemble(session, first)
+
+
+async def assemble(session: AsyncSession, first: Look) -> Scope:
+    """The scope of a read whose first look found no merge (``Look.simple``)."""
+    assert first.simple
+    person_id = first.person_id
+    return await _assemble(session, person_id, person_id, [person_id], first.household_rows, {})
 
 
 async def _scope_with_merges(session: AsyncSession, person_id: uuid.UUID) -> Scope | None:
