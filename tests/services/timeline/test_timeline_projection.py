@@ -324,7 +324,7 @@ async def test_an_event_naming_two_children_is_shown_once_in_the_household_view(
         once = await reads.entry_rows(
             session, scope.canonical_ids(True), reads.Filters(), one_per_event=True
         )
-        assert [len(row.person_ids) for row in once] == [2, 1]
+        assert [len(row["person_ids"]) for row in once] == [2, 1]
         with pytest.raises(ValueError, match="one_per_event"):
             reads.lines_of(once, scope)
 
