@@ -41,9 +41,11 @@ from services.linking import service
 from services.linking.matching import batch, blocking, evaluation, moves
 from services.linking.matching.model import Band, LinkageModel
 from services.linking.matching.records import FEATURE_COLUMNS, Prepared, features, prepare
+from services.linking.repository import LinkingRepository
 from services.linking.synthetic import GeneratedRecord, generate, write_csv
 from shared.db import Database, asyncpg_dsn
 from shared.migrations import upgrade
+from shared.service import SERVING_GC_YOUNG_THRESHOLD
 
 BASE = int(os.environ.get("THREADLINE_BENCH_LINKING_PORT_BASE", 24430))
 RESULTS = Path(__file__).parent / "results"
@@ -421,6 +423,8 @@ async def _resolve_in_process(
     samples: list[float] = []
     bands: dict[str, int] = defaultdict(int)
     candidates: list[int] = []
+    records: list[int] = []  # candidate records (rows) each resolve scored
+    fetches: list[float] = []  # the candidate query alone, timed again after the resolve
     try:
         for warm in queries[:50]:
             async with database.transaction() as session:
@@ -432,13 +436,27 @@ async def _resolve_in_process(
             samples.append(time.perf_counter() - started)
             bands[resolution.band.value] += 1
             candidates.append(len(resolution.candidates))
+            async with database.transaction() as session:
+                keys = blocking.query_keys(prepare(query.record))
+                started = time.perf_counter()
+                rows = await LinkingRepository(session).candidate_rows(keys, 400)
+                fetches.append(time.perf_counter() - started)
+            records.append(len(rows))
     finally:
         await database.dispose()
+    slowest = sorted(range(len(samples)), key=samples.__getitem__)[-max(1, len(samples) // 100) :]
     return {
         "queries": len(samples),
         "latency_ms": _percentiles(samples),
         "bands": dict(bands),
         "candidate_persons_mean": round(statistics.fmean(candidates), 1),
+        "candidate_records": {
+            "p50": statistics.median(records),
+            "p99": sorted(records)[int(len(records) * 0.99) - 1],
+            "max": max(records),
+            "mean_of_the_slowest_1pct": round(statistics.fmean(records[i] for i in slowest), 1),
+        },
+        "candidate_query_ms": _percentiles(fetches),
         "rss_mb": _rss_mb(),
     }
 
@@ -598,10 +616,12 @@ def run(*, quick: bool = False) -> dict[str, Any]:
             loaded = asyncio.run(_load(stack.database_url, held, [index[p] for p in labels]))
             result["held"] = loaded
             # The million generated records are not the service's: drop them, and keep the
-            # cyclic garbage collector from walking what is left on every pause.
+            # cyclic garbage collector from walking what is left on every pause; sweep the
+            # youngest generation as seldom as a serving process does.
             del speed, held, labels, index
             gc.collect()
             gc.freeze()
+            gc.set_threshold(SERVING_GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
             random.Random(3).shuffle(queries)
             print(f"linking: {queries_count:,} resolves in process …", flush=True)
             result["resolve_in_process"] = asyncio.run(

@@ -105,6 +105,7 @@ from shared.events.registry import spec_for_type
 from shared.ids import uuid7
 from shared.kafka import ensure_topics, make_producer
 from shared.migrations import upgrade
+from shared.service import SERVING_GC_YOUNG_THRESHOLD
 
 BASE = int(os.environ.get("THREADLINE_BENCH_TIMELINE_PORT_BASE", 24450))
 ENTRIES = int(os.environ.get("THREADLINE_BENCH_TIMELINE_ENTRIES", 10_000_000))
@@ -990,6 +991,7 @@ async def in_process(url: str, child: uuid.UUID, rounds: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     gc.collect()
     gc.freeze()
+    gc.set_threshold(SERVING_GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     try:
         for view, household in (("own", False), ("household", True)):
             samples: dict[str, list[float]] = {"scope": [], "entries": [], "render": []}

@@ -336,6 +336,11 @@ class ServiceRuntime:
         return generate_latest(registry)
 
 
+#: The collector's youngest-generation threshold in serving processes (Python's is 700; see
+#: ServiceSettings.gc_young_threshold). The benchmarks' in-process timings use it too.
+SERVING_GC_YOUNG_THRESHOLD = 50_000
+
+
 def freeze_if_asked(settings: ServiceSettings) -> int:
     """Once a process has started, move what it has made so far out of the garbage collector's
     full passes (``ServiceSettings.gc_freeze_after_start``) and sweep its youngest generation

@@ -196,12 +196,10 @@ def _listening_socket(host: str, port: int) -> socket.socket:
 
 
 def _serving_gc_defaults() -> None:
+    from shared.service import SERVING_GC_YOUNG_THRESHOLD
+
     os.environ.setdefault("THREADLINE_GC_FREEZE_AFTER_START", "true")
     os.environ.setdefault("THREADLINE_GC_YOUNG_THRESHOLD", str(SERVING_GC_YOUNG_THRESHOLD))
-
-
-#: The collector's youngest-generation threshold in serving processes (Python's is 700).
-SERVING_GC_YOUNG_THRESHOLD = 50_000
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
