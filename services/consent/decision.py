@@ -23,6 +23,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 
 from services.consent.agreements import ANY, Agreement
 from shared.disclosures import Article6Basis, Article9Condition, DisclosureRequest, Outcome
@@ -80,8 +81,11 @@ class Verdict:
     consent_status: str
     consent_overridden: bool
     reasons: list[str]
+    # The subjects with a record of consent, each with its status; those with none are only
+    # counted (most of a household chronology's hundreds).
     subjects: list[SubjectConsent]
     withdrawals_applied: list[uuid.UUID] = field(default_factory=list)
+    unrecorded: int = 0
 
 
 def subject_consent(
@@ -117,11 +121,19 @@ def decide(
     consents: dict[uuid.UUID, list[ConsentView]],
     now: datetime,
 ) -> Verdict:
-    subjects = [
-        subject_consent(subject_id, consents.get(subject_id, []), request, now)
-        for subject_id in request.subject_ids
-    ]
-    status = max((s.status for s in subjects), key=RESTRICTIVENESS.__getitem__)
+    subjects = []
+    unrecorded = 0
+    for subject_id in request.subject_ids:
+        records = consents.get(subject_id)
+        if records:
+            subjects.append(subject_consent(subject_id, records, request, now))
+        else:
+            unrecorded += 1
+    status = max(
+        [s.status for s in subjects] + ([NOT_RECORDED] if unrecorded else []),
+        key=RESTRICTIVENESS.__getitem__,
+    )
+    verdict = partial(Verdict, unrecorded=unrecorded)
     withdrawals = sorted(
         {consent_id for s in subjects if s.status == WITHDRAWN for consent_id in s.consent_ids}
     )
@@ -133,7 +145,7 @@ def decide(
         now.date(),
     )
     if outside is not None:
-        return Verdict(
+        return verdict(
             Outcome.DO_NOT_SHARE, None, status, False, [outside], subjects, list(withdrawals)
         )
     if status in (REFUSED, WITHDRAWN):
@@ -143,7 +155,7 @@ def decide(
             if s.status == status
         )
         if request.override is None:
-            return Verdict(
+            return verdict(
                 Outcome.DO_NOT_SHARE,
                 None,
                 status,
@@ -152,7 +164,7 @@ def decide(
                 subjects,
                 list(withdrawals),
             )
-        return Verdict(
+        return verdict(
             Outcome.SHARE,
             request.override.basis,
             status,
@@ -169,7 +181,7 @@ def decide(
         or request.article9_condition is Article9Condition.EXPLICIT_CONSENT
     )
     if status == GIVEN:
-        return Verdict(
+        return verdict(
             Outcome.SHARE,
             request.lawful_basis,
             status,
@@ -178,7 +190,7 @@ def decide(
             subjects,
         )
     if needs_consent:
-        return Verdict(
+        return verdict(
             Outcome.DO_NOT_SHARE,
             None,
             status,
@@ -190,7 +202,7 @@ def decide(
             subjects,
         )
     why = request.consent.why_not_sought or "consent was sought but is not recorded"
-    return Verdict(
+    return verdict(
         Outcome.SHARE,
         request.lawful_basis,
         status,

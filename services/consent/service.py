@@ -147,9 +147,8 @@ class Decide:
                 for s in verdict.subjects
                 if s.status != decision.NOT_RECORDED
             ],
-            "subjects_without_consent_records": sum(
-                s.status == decision.NOT_RECORDED for s in verdict.subjects
-            ),
+            "subjects_without_consent_records": verdict.unrecorded
+            + sum(s.status == decision.NOT_RECORDED for s in verdict.subjects),
             "necessity_and_proportionality": request.necessity_and_proportionality,
             "data_minimisation": request.data_minimisation,
             "agreement": {

@@ -28,6 +28,7 @@ from services.consent.ledger import (
     entry_hash,
     plain,
     reference_canonical,
+    subject_strings,
 )
 from services.consent.models import WRITER_ROLE
 from shared.db import Database, asyncpg_dsn
@@ -133,6 +134,12 @@ def test_the_canonical_form_is_fixed() -> None:
             '"to_agency":"mash","v":1}'
         ).encode()
     )
+    # subject ids in the form str() gives, whatever kind of UUID the driver or a parser made
+    from asyncpg.pgproto import pgproto
+
+    driver = pgproto.UUID(uuid.uuid4().bytes)  # asyncpg's own UUID type
+    mixed = [uuid.uuid4(), uuid.UUID(int=0), uuid.UUID(int=2**128 - 1), driver, "already-text"]
+    assert subject_strings(mixed) == [str(subject) for subject in mixed]
     awkward = {"b": 'é\u0001\n\t"\\/\u2028\x7f😀', "a": [2**62, -1, {"z": "\u001f\b"}]}
     assert canonical(awkward) == reference_canonical(awkward)
     with pytest.raises(TypeError):
