@@ -66,14 +66,15 @@ _IS_KNOWN = (
     f" OR EXISTS (SELECT 1 FROM {SCHEMA}.household_members WHERE person_id = :id))"
 )
 _KNOWN = text(f"SELECT {_IS_KNOWN}")
-_HOUSEHOLD = text(
-    # the relationships as text, decoded once per household rather than once per member
+#: Everyone in the households of the persons the caller's WHERE names (as ``m.person_id``), with
+#: the relationships as text, decoded once per household rather than once per member.
+_MEMBERS = (
     f"SELECT m.household_id, other.person_id, other.role, h.relationships::text AS relationships"
     f" FROM {SCHEMA}.household_members m"
     f" JOIN {SCHEMA}.household_members other ON other.household_id = m.household_id"
     f" JOIN {SCHEMA}.households h ON h.household_id = m.household_id"
-    " WHERE m.person_id = ANY(CAST(:ids AS uuid[]))"
 )
+_HOUSEHOLD = text(f"{_MEMBERS} WHERE m.person_id = ANY(CAST(:ids AS uuid[]))")
 _PEOPLE = text(
     "SELECT DISTINCT ON (r.person_id) r.person_id, s.given_names, s.family_name,"
     " s.date_of_birth, s.unborn_expected_date, s.sex, s.role"
@@ -184,11 +185,7 @@ class HouseholdRow:
 #: anyone involved was ever merged, and the subjects held for the person and for the others in
 #: their households (which is all a read without merges needs to ask the decision point).
 _LOOK = text(
-    f"WITH hh AS (SELECT m.household_id, other.person_id, other.role, h.relationships::text"
-    f" AS relationships FROM {SCHEMA}.household_members m"
-    f" JOIN {SCHEMA}.household_members other ON other.household_id = m.household_id"
-    f" JOIN {SCHEMA}.households h ON h.household_id = m.household_id"
-    " WHERE m.person_id = :id),"
+    f"WITH hh AS ({_MEMBERS} WHERE m.person_id = :id),"
     " involved AS (SELECT CAST(:id AS uuid) AS person_id UNION SELECT person_id FROM hh)"
     " SELECT (SELECT json_agg(hh)::text FROM hh) AS households,"
     f" {_IS_KNOWN} AS known,"
