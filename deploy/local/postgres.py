@@ -14,7 +14,7 @@ import stat
 import subprocess
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 with warnings.catch_warnings():
@@ -45,12 +45,15 @@ class LocalPostgres:
         log_file: Path,
         durable: bool = True,
         max_connections: int = 200,
+        settings: Mapping[str, str] | None = None,
     ) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port
         self.log_file = log_file.resolve()
         self.durable = durable
         self.max_connections = max_connections
+        #: Further server settings (``-c name=value``), e.g. a benchmark's ``shared_buffers``.
+        self.settings = dict(settings or {})
         self.socket_dir = self.data_dir.parent / f"pgsock-{port}"
         self._user = SYSTEM_USER if os.geteuid() == 0 else None
 
@@ -141,6 +144,7 @@ class LocalPostgres:
             # appends (random keys in 10M-entry indexes, so a full page image per page touched)
             # forced a checkpoint every 15 s, and each stalled decisions (bench/consent.py).
             options += [*CHECKPOINT_OPTIONS]
+        options += [f"-c {name}={value}" for name, value in self.settings.items()]
         result = self._run(
             "pg_ctl",
             [

@@ -54,6 +54,8 @@ class Stack:
     kafka_heap: str = "512m"
     calendar_file: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: Further PostgreSQL settings for this stack's server (``LocalPostgres.settings``).
+    postgres_settings: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def development(cls) -> Stack:
@@ -98,6 +100,7 @@ class Stack:
             port=self.pg_port,
             log_file=self.log_dir / "postgres.log",
             durable=self.durable,
+            settings=self.postgres_settings,
         )
 
     @property

@@ -63,6 +63,7 @@ AT_HOMES_SQL = text(
     LIMIT :limit
     """
 )
+AT_HOMES_QUERY = str(AT_HOMES_SQL).replace(":keys", "$1").replace(":limit", "$2")
 
 
 class LinkingRepository:
@@ -86,11 +87,7 @@ class LinkingRepository:
         Plain rows, no ORM objects, as this is the hot path."""
         if not keys:
             return []
-        # The driver's own connection: the rows come as asyncpg records (tuples), without
-        # SQLAlchemy's row objects, in the session's transaction.
-        connection = await self.session.connection()
-        raw = await connection.get_raw_connection()
-        driver: Any = raw.driver_connection
+        driver = await self._driver()
         return list(
             await driver.fetch(
                 CANDIDATES_QUERY, list(keys), [block_limit(key, max_block) for key in keys]
@@ -102,10 +99,15 @@ class LinkingRepository:
         comes twice): who was recorded where, for households' moves."""
         if not homes:
             return []
-        result = await self.session.execute(
-            AT_HOMES_SQL, {"keys": [home_key(home) for home in homes], "limit": limit}
-        )
-        return list(result.all())
+        driver = await self._driver()
+        return list(await driver.fetch(AT_HOMES_QUERY, [home_key(home) for home in homes], limit))
+
+    async def _driver(self) -> Any:
+        """The driver's own connection, in the session's transaction: rows come as asyncpg
+        records (tuples), without SQLAlchemy's row objects, on the resolve's hot path."""
+        connection = await self.session.connection()
+        raw = await connection.get_raw_connection()
+        return raw.driver_connection
 
     async def add_person(self, person: Person) -> None:
         self.session.add(person)

@@ -8,7 +8,7 @@ import math
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -102,10 +102,16 @@ def record_data(record: models.PersonRecord | Any) -> RecordData:
 
 
 def _evidence(model: LinkageModel, ready: Prepared, score: PairScore) -> list[dict[str, object]]:
-    return [asdict(item) for item in model.evidence(ready, score.levels)]
+    # Built by hand: dataclasses.asdict deep-copies each field, and was a tenth of a resolve.
+    return [
+        {"comparison": item.comparison, "level": item.level, "weight": item.weight}
+        for item in model.evidence(ready, score.levels)
+    ]
 
 
 SHOWN_CANDIDATES = 10
+#: The candidate persons a resolve keeps, best first: as many as a search may list.
+KEPT_CANDIDATES = 50
 
 
 @dataclass
@@ -139,33 +145,36 @@ class Scored:
 
 
 def rank(model: LinkageModel, ready: Prepared, scored: Scored) -> Resolution:
-    """Persons by their best-scoring record, and the band of the best. A person any of whose
-    records conflicts with the one resolved (without a shared identifier) carries the conflict."""
+    """Persons by their best-scoring record (the best KEPT_CANDIDATES), and the band of the
+    best. A person any of whose records conflicts with the one resolved (without a shared
+    identifier) carries the conflict."""
     found = scored.candidates
     best: dict[uuid.UUID, tuple[tuple[bool, float], int]] = {}
-    conflicts: dict[uuid.UUID, str] = {}
+    records_of: dict[uuid.UUID, list[int]] = defaultdict(list)
     for index in range(len(found)):
-        levels = scored.levels[index]
-        method = deterministic(levels)
         person_id = found.person_id[index]
-        reason = scored.scorer.conflict(found, index, levels)
-        if reason is not None and method is None:
-            conflicts.setdefault(person_id, reason)
-        key = (method is not None, scored.weights[index])
+        records_of[person_id].append(index)
+        key = (deterministic(scored.levels[index]) is not None, scored.weights[index])
         held = best.get(person_id)
         if held is None or key > held[0]:
             best[person_id] = (key, index)
-    by_person = {
-        person_id: Candidate(person_id, found.id[index], scored.score(index), [], None)
-        for person_id, (_, index) in best.items()
-    }
-    for person_id, reason in conflicts.items():
-        by_person[person_id].conflict = reason
-    ranked = sorted(
-        by_person.values(),
-        key=lambda c: (c.score.deterministic is not None, c.score.weight),
-        reverse=True,
-    )
+    # Only the best KEPT_CANDIDATES persons (after any linked by an identifier, which come
+    # first) are kept, so only their records are checked for a conflict: the slowest resolves
+    # hold hundreds of candidates that could never be shown.
+    ordered = sorted(best.items(), key=lambda item: item[1][0], reverse=True)
+    by_identifier = sum(1 for _, (key, _) in ordered if key[0])
+    kept = ordered[: by_identifier + KEPT_CANDIDATES]
+    ranked: list[Candidate] = []
+    for person_id, (_, index) in kept:
+        candidate = Candidate(person_id, found.id[index], scored.score(index), [], None)
+        for other in records_of[person_id]:
+            levels = scored.levels[other]
+            if deterministic(levels) is None:
+                reason = scored.scorer.conflict(found, other, levels)
+                if reason is not None:
+                    candidate.conflict = reason
+                    break
+        ranked.append(candidate)
     for shown in ranked[:SHOWN_CANDIDATES]:
         shown.evidence = _evidence(model, ready, shown.score)
     return _band(model, ranked)
@@ -292,7 +301,7 @@ async def _moved(
         and scored.score(index).band(thresholds) is Band.LINK
     }
     homes = set(ready.homes).union(*(found.homes[index] for index in needing))
-    rows = {row.id: row for row in await repository.records_at(sorted(homes))}
+    rows = {row[0]: row for row in await repository.records_at(sorted(homes))}  # by id
     neighbours = Candidates(list(rows.values()))
     household = moves.HouseholdMoves()
     homes_of: dict[uuid.UUID, set[str]] = defaultdict(set)
@@ -311,20 +320,33 @@ async def _moved(
         here = set(ready.homes)
         there = set().union(*(found.homes[index] for index in rest)) - here
         local = [i for i in range(len(neighbours)) if not here.isdisjoint(neighbours.homes[i])]
-        away = [i for i in range(len(neighbours)) if not there.isdisjoint(neighbours.homes[i])]
+        # The records away (not also here) by the sound of each name: only two records that
+        # share the sound of the family or the given name are scored, so look those up rather
+        # than try every pair (a busy pair of homes holds hundreds of records).
+        by_sound: dict[tuple[int, str], list[int]] = defaultdict(list)
+        for y in range(len(neighbours)):
+            homes_y = neighbours.homes[y]
+            if there.isdisjoint(homes_y) or not here.isdisjoint(homes_y):
+                continue
+            by_sound[(0, neighbours.family_sound[y])].append(y)
+            by_sound[(1, neighbours.given_sound[y])].append(y)
         for x in local:
+            person_x = neighbours.person_id[x]
+            alike = sorted(
+                {
+                    *by_sound.get((0, neighbours.family_sound[x]), ()),
+                    *by_sound.get((1, neighbours.given_sound[x]), ()),
+                }
+            )
+            alike = [y for y in alike if neighbours.person_id[y] != person_x]
+            if not alike:
+                continue
             scorer = Scorer(model, neighbours.prepared(x))
-            for y in away:
-                if (
-                    neighbours.person_id[x] == neighbours.person_id[y]
-                    or not here.isdisjoint(neighbours.homes[y])
-                    or (
-                        neighbours.family_sound[x] != neighbours.family_sound[y]
-                        and neighbours.given_sound[x] != neighbours.given_sound[y]
-                    )
-                ):
-                    continue
-                levels = scorer.levels(neighbours, y)
+            for y in alike:
+                others = scorer.other_levels(neighbours, y)
+                if scorer.best_weight(others) < review:
+                    continue  # below the review band whatever the names say
+                levels = scorer.name_levels(neighbours, y) + others
                 weight = scorer.weight(levels)
                 if probability_of(weight) < thresholds.review:
                     continue
@@ -339,6 +361,8 @@ async def _moved(
                         neighbours.homes[y],
                         (neighbours.person_id[x], neighbours.person_id[y]),
                     )
+                    if all(map(joined, rest)):
+                        return needing  # every one joined: more support changes nothing
     return [index for index in needing if index not in rest or joined(index)]
 
 

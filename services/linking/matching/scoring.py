@@ -106,6 +106,7 @@ class Scorer:
         self._given_exact = model.exact_weight(cmp.GIVEN, q.given) if q.given else 0.0
         self._family_exact = model.exact_weight(cmp.FAMILY, q.family) if q.family else 0.0
         self._weights = weights
+        self._names_best: float | None = None
 
     # Names -----------------------------------------------------------------------------------
 
@@ -226,6 +227,10 @@ class Scorer:
 
     def levels(self, c: Candidates, index: int, moved: bool = False) -> tuple[int, ...]:
         """``comparisons.levels(q, candidate)``."""
+        return self.name_levels(c, index) + self.other_levels(c, index, moved)
+
+    def name_levels(self, c: Candidates, index: int) -> tuple[int, int]:
+        """The given and family name comparisons' levels (the first two of ``levels``)."""
         q = self.q
         given = c.given_norm[index]
         family = c.family_norm[index]
@@ -261,6 +266,11 @@ class Scorer:
             family_level = 3
         else:
             family_level = self._family_rest(family, c.family_sound[index])
+        return given_level, family_level
+
+    def other_levels(self, c: Candidates, index: int, moved: bool = False) -> tuple[int, ...]:
+        """The levels of the comparisons after the names (date of birth to UPN)."""
+        q = self.q
         dob_level = self._date_of_birth(
             c.date_of_birth[index], c.dob_estimated[index], c.expected_date[index]
         )
@@ -307,15 +317,23 @@ class Scorer:
             upn_level = NULL
         else:
             upn_level = 1
-        return (
-            given_level,
-            family_level,
-            dob_level,
-            sex_level,
-            residence_level,
-            nhs_level,
-            upn_level,
-        )
+        return (dob_level, sex_level, residence_level, nhs_level, upn_level)
+
+    def best_weight(self, other_levels: tuple[int, ...]) -> float:
+        """The most a candidate with these ``other_levels`` could weigh, whatever its names: an
+        upper bound of ``weight``, to pass over candidates that cannot reach a threshold
+        without comparing their names."""
+        if self._names_best is None:
+            weights = self._weights
+            self._names_best = max(0.0, self._given_exact, *weights[cmp.GIVEN]) + max(
+                0.0, self._family_exact, *weights[cmp.FAMILY]
+            )
+        total = self.model.prior_weight + self._names_best
+        weights = self._weights
+        for index, level in enumerate(other_levels, start=cmp.DOB):
+            if level != NULL:
+                total += weights[index][level]
+        return total + 1e-9  # added in another order than ``weight``: a hair of slack
 
     def weight(self, levels: tuple[int, ...]) -> float:
         """``LinkageModel.weight_of(q, levels)``: the same terms, added in the same order."""

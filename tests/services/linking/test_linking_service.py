@@ -501,6 +501,49 @@ async def test_a_move_the_household_is_known_to_have_made_joins_a_childs_old_and
     assert evidence["residence"]["level"] == "different homes, joined by a move of the household"
 
 
+async def test_two_persons_records_that_match_on_their_own_show_the_households_move(
+    api: httpx.AsyncClient, database: Database
+) -> None:
+    """Olivia Smith at a new home again, but this time nobody is one person at both homes: her
+    brother's record at the new home was only a near miss for his record at the old one, so
+    he is two persons. Two persons' records at the two homes that match well on their own show
+    the move too (as in a batch's second pass), and Olivia's old record links."""
+    old_home, new_home = unique_postcode("DE"), unique_postcode("DE")
+    olivia = child(
+        "Smith",
+        given="Olivia",
+        date_of_birth=date(2010 + uuid.uuid4().int % 6, 1 + uuid.uuid4().int % 12, 14),
+        postcode=old_home,
+    )
+    oliver = child(
+        "Smith",
+        given="Oliver",
+        sex="male",
+        date_of_birth=date(2017 + uuid.uuid4().int % 4, 1 + uuid.uuid4().int % 12, 9),
+        postcode=old_home,
+    )
+    await receive(database, referral([olivia, oliver]))
+    (first,) = await records_of(database, olivia.subject_id)
+    query = {
+        "given_names": "Olivia",
+        "family_name": "Smith",
+        "date_of_birth": olivia.date_of_birth.isoformat(),  # type: ignore[union-attr]
+        "sex": "female",
+        "postcode": new_home,
+    }
+    before = (await api.post("/v1/persons/resolve", json=query)).json()
+    assert before["band"] != "link"
+    oliver_there = oliver.model_copy(update={"subject_id": uuid.uuid4(), "postcode": new_home})
+    await attend_a_and_e(database, oliver_there)
+    old, new = await records_of(database, oliver.subject_id, oliver_there.subject_id)
+    assert new.person_id != old.person_id  # no one person is at both homes
+    assert (new.match_probability or 0) >= 0.5  # but the two records match on their own
+    after = (await api.post("/v1/persons/resolve", json=query)).json()
+    assert (after["band"], after["person_id"]) == ("link", str(first.person_id))
+    evidence = {e["comparison"]: e for e in after["candidates"][0]["evidence"]}
+    assert evidence["residence"]["level"] == "different homes, joined by a move of the household"
+
+
 async def test_resolve_returns_the_person_and_ranked_candidates_with_evidence(
     api: httpx.AsyncClient, database: Database
 ) -> None:

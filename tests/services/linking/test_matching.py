@@ -374,8 +374,79 @@ def test_scoring_many_candidates_at_once_agrees_with_scoring_each_pair(
             levels = cmp.levels(prepared[query], prepared[index], moved)
             assert scorer.levels(candidates, position, moved) == levels
             assert scorer.weight(levels) == model.weight_of(prepared[query], levels)
+            # The bound that lets a resolve pass over a pair without comparing names.
+            assert scorer.best_weight(levels[cmp.DOB :]) >= scorer.weight(levels)
             assert scorer.conflict(candidates, position, levels) == conflict(
                 prepared[query], prepared[index], levels, model.known_given
             )
             compared += 1
     assert compared > 12_000
+
+
+def _candidate_rows(found: list[tuple[str, Prepared]]) -> scoring.Candidates:
+    """Candidates as the resolve query returns them: (person, prepared record) pairs."""
+    return scoring.Candidates(
+        [
+            (
+                ready.record_id,
+                person,
+                ready.record.date_of_birth,
+                ready.record.dob_estimated,
+                ready.record.expected_date,
+                ready.record.sex,
+                ready.postcode or None,
+                ready.nhs,
+                ready.upn,
+                *features(ready).values(),
+            )
+            for person, ready in found
+        ]
+    )
+
+
+def test_a_resolve_keeps_the_best_persons_and_a_conflict_from_any_of_their_records(
+    model: LinkageModel,
+) -> None:
+    """A resolve keeps the best KEPT_CANDIDATES persons (and any linked by an identifier
+    besides). A person carries a conflict found in *any* of its records, not only its best:
+    Maya's person also holds a record of her twin's name."""
+    from services.linking import service
+
+    born = date(2016, 5, 4)
+    maya = record("q", given_names="Maya", date_of_birth=born, sex="female", **HOME)
+    found = [
+        ("maya", record("m1", given_names="Maya", date_of_birth=born, sex="female", **HOME)),
+        ("maya", record("m2", given_names="Isla", date_of_birth=born, sex="female", **HOME)),
+        ("by-nhs", record("n1", given_names="Zed", nhs_number="9434765919", **HOME)),
+    ]
+    maya_nhs = record(
+        "q", given_names="Maya", date_of_birth=born, sex="female", nhs_number="9434765919", **HOME
+    )
+    others = [
+        (
+            f"other-{i}",
+            record(
+                f"o{i}", given_names=f"Name{i}", date_of_birth=date(2000 + i % 20, 1, 1), **HOME
+            ),
+        )
+        for i in range(service.KEPT_CANDIDATES + 10)
+    ]
+    for query, expected_first in ((maya, "maya"), (maya_nhs, "by-nhs")):
+        candidates = _candidate_rows(found + others)
+        scored = service.Scored.of(model, query, candidates)
+        ranked = service.rank(model, query, scored).candidates
+        by_identifier = int(query.nhs is not None)
+        assert len(ranked) == service.KEPT_CANDIDATES + by_identifier
+        assert ranked[0].person_id == expected_first
+        (maya_person,) = [c for c in ranked if c.person_id == "maya"]
+        assert maya_person.record_id == "m1"  # her best record
+        assert (
+            maya_person.conflict
+            == "different given names (twins and siblings share everything else)"
+        )
+        weights = [c.score.weight for c in ranked[by_identifier:]]
+        assert weights == sorted(weights, reverse=True)
+        # What a reader sees of the shown candidates: each field's level and weight.
+        assert ranked[0].evidence == [
+            dataclasses.asdict(item) for item in model.evidence(query, ranked[0].score.levels)
+        ]
