@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, text, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,7 +15,6 @@ from services.linking.matching.blocking import block_limit
 from services.linking.matching.moves import home_key
 from services.linking.matching.records import FEATURE_COLUMNS
 from services.linking.models import (
-    AccessRecord,
     Household,
     HouseholdMember,
     LinkHistory,
@@ -61,6 +60,21 @@ AT_HOMES_SQL = text(
     JOIN linking.person_records p ON p.id = k.record_id
     WHERE k.key = ANY(CAST(:keys AS text[]))
     LIMIT :limit
+    """
+)
+ACCESS_LOG_COLUMNS = (
+    "principal",
+    "organisation_code",
+    "agency",
+    "action",
+    "object_type",
+    "object_id",
+    "outcome",
+)
+ACCESS_LOG_SQL = text(
+    f"""
+    INSERT INTO linking.access_log ({", ".join(ACCESS_LOG_COLUMNS)})
+    SELECT * FROM unnest({", ".join(f"CAST(:{c} AS text[])" for c in ACCESS_LOG_COLUMNS)})
     """
 )
 AT_HOMES_QUERY = str(AT_HOMES_SQL).replace(":keys", "$1").replace(":limit", "$2")
@@ -438,8 +452,13 @@ class LinkingRepository:
     # Access log ------------------------------------------------------------------------------
 
     async def log_access(self, entries: Sequence[dict[str, str]]) -> None:
+        """One statement, of one text whatever the number of rows: an ORM insert of n rows was
+        compiled anew for each n, a tenth of a resolve's CPU over HTTP."""
         if entries:
-            await self.session.execute(insert(AccessRecord).values(list(entries)))
+            await self.session.execute(
+                ACCESS_LOG_SQL,
+                {column: [entry[column] for entry in entries] for column in ACCESS_LOG_COLUMNS},
+            )
 
 
 def refresh_features(connection: Connection, page: int = 5000) -> int:

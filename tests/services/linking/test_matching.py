@@ -303,6 +303,16 @@ def test_blocking_keys_catch_a_wrong_date_of_birth_and_a_new_family_name() -> No
     assert set(blocking.keys(original)) & set(blocking.keys(renamed))
 
 
+def test_the_weakest_and_commonest_keys_are_searched_in_smaller_blocks() -> None:
+    """Names' sounds (with a year or without) are searched up to SOUND_MAX_BLOCK records, the
+    other keys up to the service's limit; the service's limit caps both."""
+    assert blocking.block_limit("POLF|SM0|2015") == blocking.SOUND_MAX_BLOCK == 100
+    assert blocking.block_limit("QOLF|SM0") == blocking.block_limit("ROLF|SM0") == 100
+    assert blocking.block_limit("D20150304O") == blocking.MAX_BLOCK == 400
+    assert blocking.block_limit("POLF|SM0|2015", 50) == 50
+    assert blocking.block_limit("N9434765919", 250) == 250
+
+
 def test_the_model_round_trips_through_json(model: LinkageModel, tmp_path: object) -> None:
     again = LinkageModel.from_json(model.to_json())
     assert again.weights == model.weights
