@@ -30,6 +30,7 @@ from services.linking.matching.model import (
 from services.linking.matching.records import FEATURE_COLUMNS, SEXES, Prepared, restore
 
 NULL: Final = cmp.NULL
+BEST: Final = -2  # in ``Scorer.best_weight``: whatever level weighs most
 #: The columns of a candidate row, in order (``LinkingRepository.candidate_rows``).
 COLUMNS: Final = (
     "id",
@@ -106,7 +107,7 @@ class Scorer:
         self._given_exact = model.exact_weight(cmp.GIVEN, q.given) if q.given else 0.0
         self._family_exact = model.exact_weight(cmp.FAMILY, q.family) if q.family else 0.0
         self._weights = weights
-        self._names_best: float | None = None
+        self._best: list[float] | None = None
 
     # Names -----------------------------------------------------------------------------------
 
@@ -270,10 +271,37 @@ class Scorer:
 
     def other_levels(self, c: Candidates, index: int, moved: bool = False) -> tuple[int, ...]:
         """The levels of the comparisons after the names (date of birth to UPN)."""
+        found = self.other_levels_reaching(c, index, None, moved)
+        assert found is not None
+        return found
+
+    def other_levels_reaching(
+        self, c: Candidates, index: int, floor: float | None, moved: bool = False
+    ) -> tuple[int, ...] | None:
+        """``other_levels``; or None if, from its date of birth and identifiers alone, the
+        candidate cannot weigh ``floor`` whatever its names, sex and residence (``best_weight``
+        with those at their best), so the rest is not worked out."""
         q = self.q
         dob_level = self._date_of_birth(
             c.date_of_birth[index], c.dob_estimated[index], c.expected_date[index]
         )
+        # Identifiers.
+        nhs = c.nhs_number[index] or None
+        nhs_level = NULL if q.nhs is None or nhs is None else (0 if q.nhs == nhs else 1)
+        upn = c.upn[index] or None
+        if q.upn is None or upn is None:
+            upn_level = NULL
+        elif q.upn == upn:
+            upn_level = 0
+        elif q.upn_temporary or not upn[-1].isdigit():
+            upn_level = NULL
+        else:
+            upn_level = 1
+        if (
+            floor is not None
+            and self.best_weight((dob_level, BEST, BEST, nhs_level, upn_level)) < floor
+        ):
+            return None
         # Sex.
         sex = SEXES.get((c.sex[index] or "").lower(), "")
         sex_level = NULL if not q.sex or not sex else (0 if q.sex == sex else 1)
@@ -305,33 +333,23 @@ class Scorer:
             residence_level = 5
         else:
             residence_level = 6
-        # Identifiers.
-        nhs = c.nhs_number[index] or None
-        nhs_level = NULL if q.nhs is None or nhs is None else (0 if q.nhs == nhs else 1)
-        upn = c.upn[index] or None
-        if q.upn is None or upn is None:
-            upn_level = NULL
-        elif q.upn == upn:
-            upn_level = 0
-        elif q.upn_temporary or not upn[-1].isdigit():
-            upn_level = NULL
-        else:
-            upn_level = 1
         return (dob_level, sex_level, residence_level, nhs_level, upn_level)
 
     def best_weight(self, other_levels: tuple[int, ...]) -> float:
         """The most a candidate with these ``other_levels`` could weigh, whatever its names: an
         upper bound of ``weight``, to pass over candidates that cannot reach a threshold
-        without comparing their names."""
-        if self._names_best is None:
-            weights = self._weights
-            self._names_best = max(0.0, self._given_exact, *weights[cmp.GIVEN]) + max(
-                0.0, self._family_exact, *weights[cmp.FAMILY]
-            )
-        total = self.model.prior_weight + self._names_best
+        without comparing their names. A level of ``BEST`` stands for that comparison's best."""
         weights = self._weights
+        if self._best is None:
+            self._best = [max(0.0, *levels) for levels in weights]
+            self._best[cmp.GIVEN] = max(self._best[cmp.GIVEN], self._given_exact)
+            self._best[cmp.FAMILY] = max(self._best[cmp.FAMILY], self._family_exact)
+        best = self._best
+        total = self.model.prior_weight + best[cmp.GIVEN] + best[cmp.FAMILY]
         for index, level in enumerate(other_levels, start=cmp.DOB):
-            if level != NULL:
+            if level == BEST:
+                total += best[index]
+            elif level != NULL:
                 total += weights[index][level]
         return total + 1e-9  # added in another order than ``weight``: a hair of slack
 

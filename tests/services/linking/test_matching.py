@@ -386,6 +386,12 @@ def test_scoring_many_candidates_at_once_agrees_with_scoring_each_pair(
             assert scorer.weight(levels) == model.weight_of(prepared[query], levels)
             # The bound that lets a resolve pass over a pair without comparing names.
             assert scorer.best_weight(levels[cmp.DOB :]) >= scorer.weight(levels)
+            for floor in (-10.0, 0.0, 6.6):
+                reaching = scorer.other_levels_reaching(candidates, position, floor, moved)
+                if reaching is None:
+                    assert scorer.weight(levels) < floor
+                else:
+                    assert reaching == levels[cmp.DOB :]
             assert scorer.conflict(candidates, position, levels) == conflict(
                 prepared[query], prepared[index], levels, model.known_given
             )
