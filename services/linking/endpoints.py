@@ -7,7 +7,8 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+import orjson
+from fastapi import APIRouter, Depends, Query, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.linking import service
@@ -17,7 +18,6 @@ from services.linking.matching.records import PersonRecord as RecordData
 from services.linking.models import PersonRecord, ReviewItem
 from services.linking.repository import LinkingRepository
 from services.linking.schemas import (
-    CandidateOut,
     DecisionIn,
     FieldEvidenceOut,
     HistoryOut,
@@ -71,14 +71,30 @@ def _record_data(body: RecordIn) -> RecordData:
     )
 
 
-def _candidate(candidate: service.Candidate) -> CandidateOut:
-    return CandidateOut(
-        person_id=candidate.person_id,
-        match_probability=round(candidate.score.probability, 6),
-        match_weight=round(candidate.score.weight, 3),
-        deterministic=candidate.score.deterministic,
-        conflict=candidate.conflict or candidate.score.conflict,
-        evidence=[FieldEvidenceOut.model_validate(item) for item in candidate.evidence],
+def resolve_answer(resolution: service.Resolution, shown: list[service.Candidate]) -> bytes:
+    """``ResolveOut`` as JSON, written with orjson from the resolution itself: the resolve is
+    timed against p99 ≤ 10 ms, and building and validating the pydantic models of ten
+    candidates and their evidence was a tenth of its CPU over HTTP. A test holds it equal to
+    ``ResolveOut`` and valid against it."""
+    return orjson.dumps(
+        {
+            "band": resolution.band.value,
+            "method": resolution.method.value,
+            "person_id": None if resolution.person_id is None else str(resolution.person_id),
+            "match_probability": round(resolution.probability, 6),
+            "reason": resolution.reason,
+            "candidates": [
+                {
+                    "person_id": str(candidate.person_id),
+                    "match_probability": round(candidate.score.probability, 6),
+                    "match_weight": round(candidate.score.weight, 3),
+                    "deterministic": candidate.score.deterministic,
+                    "conflict": candidate.conflict or candidate.score.conflict,
+                    "evidence": candidate.evidence,
+                }
+                for candidate in shown
+            ],
+        }
     )
 
 
@@ -87,20 +103,13 @@ def _candidate(candidate: service.Candidate) -> CandidateOut:
     response_model=ResolveOut,
     summary="Resolve one record: the person it is (if any) and the ranked candidates",
 )
-async def resolve(body: RecordIn, reader: Mash, session: SessionDep, model: ModelDep) -> ResolveOut:
+async def resolve(body: RecordIn, reader: Mash, session: SessionDep, model: ModelDep) -> Response:
     _, _, resolution = await service.resolve(session, model, _record_data(body), Engine.max_block)
     shown = resolution.candidates[: service.SHOWN_CANDIDATES]
     await service.record_access(
         session, reader, "resolve", "person", *(str(c.person_id) for c in shown)
     )
-    return ResolveOut(
-        band=resolution.band.value,
-        method=resolution.method.value,
-        person_id=resolution.person_id,
-        match_probability=round(resolution.probability, 6),
-        reason=resolution.reason,
-        candidates=[_candidate(candidate) for candidate in shown],
-    )
+    return Response(resolve_answer(resolution, shown), media_type="application/json")
 
 
 @router.get(

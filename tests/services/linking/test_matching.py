@@ -466,3 +466,49 @@ def test_a_resolve_keeps_the_best_persons_and_a_conflict_from_any_of_their_recor
         assert ranked[0].evidence == [
             dataclasses.asdict(item) for item in model.evidence(query, ranked[0].score.levels)
         ]
+
+
+def test_the_resolve_answer_is_resolveout_written_by_hand(model: LinkageModel) -> None:
+    """``endpoints.resolve_answer`` writes the resolve's JSON without pydantic; it must be what
+    ``ResolveOut`` would have written, and valid against it (the documented schema)."""
+    import uuid
+
+    import orjson
+
+    from services.linking import endpoints, service
+    from services.linking.schemas import CandidateOut, FieldEvidenceOut, ResolveOut
+
+    born = date(2016, 5, 4)
+    query = record("q", given_names="Maya", date_of_birth=born, sex="female", **HOME)
+    people = [uuid.uuid4() for _ in range(4)]
+    found = [
+        (people[0], record("a", given_names="Maya", date_of_birth=born, sex="female", **HOME)),
+        (people[1], record("b", given_names="Isla", date_of_birth=born, sex="female", **HOME)),
+        (people[2], record("c", given_names="Mya", date_of_birth=date(2016, 4, 5), **HOME)),
+        (people[3], record("d", given_names="Zed", nhs_number="9434765919", **HOME)),
+    ]
+    scored = service.Scored.of(model, query, _candidate_rows(found))  # type: ignore[arg-type]
+    resolution = service.rank(model, query, scored)
+    shown = resolution.candidates[: service.SHOWN_CANDIDATES]
+    written = orjson.loads(endpoints.resolve_answer(resolution, shown))
+    expected = ResolveOut(
+        band=resolution.band.value,
+        method=resolution.method.value,
+        person_id=resolution.person_id,
+        match_probability=round(resolution.probability, 6),
+        reason=resolution.reason,
+        candidates=[
+            CandidateOut(
+                person_id=c.person_id,
+                match_probability=round(c.score.probability, 6),
+                match_weight=round(c.score.weight, 3),
+                deterministic=c.score.deterministic,
+                conflict=c.conflict or c.score.conflict,
+                evidence=[FieldEvidenceOut.model_validate(item) for item in c.evidence],
+            )
+            for c in shown
+        ],
+    )
+    assert written == expected.model_dump(mode="json")
+    assert ResolveOut.model_validate(written) == expected
+    assert len(written["candidates"]) == 4 and written["person_id"] == str(people[0])
