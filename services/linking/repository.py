@@ -71,12 +71,11 @@ ACCESS_LOG_COLUMNS = (
     "object_id",
     "outcome",
 )
-ACCESS_LOG_SQL = text(
-    f"""
+_ARRAYS = ", ".join(f"${n}::text[]" for n in range(1, len(ACCESS_LOG_COLUMNS) + 1))
+ACCESS_LOG_QUERY = f"""
     INSERT INTO linking.access_log ({", ".join(ACCESS_LOG_COLUMNS)})
-    SELECT * FROM unnest({", ".join(f"CAST(:{c} AS text[])" for c in ACCESS_LOG_COLUMNS)})
-    """
-)
+    SELECT * FROM unnest({_ARRAYS})
+"""
 AT_HOMES_QUERY = str(AT_HOMES_SQL).replace(":keys", "$1").replace(":limit", "$2")
 
 
@@ -455,9 +454,10 @@ class LinkingRepository:
         """One statement, of one text whatever the number of rows: an ORM insert of n rows was
         compiled anew for each n, a tenth of a resolve's CPU over HTTP."""
         if entries:
-            await self.session.execute(
-                ACCESS_LOG_SQL,
-                {column: [entry[column] for entry in entries] for column in ACCESS_LOG_COLUMNS},
+            driver = await self._driver()  # in the session's transaction, as every read is
+            await driver.execute(
+                ACCESS_LOG_QUERY,
+                *([entry[column] for entry in entries] for column in ACCESS_LOG_COLUMNS),
             )
 
 

@@ -556,6 +556,15 @@ async def test_resolve_returns_the_person_and_ranked_candidates_with_evidence(
         json={"given_names": "Liz", "family_name": family, "date_of_birth": "2013-09-09"},
     )
     assert response.status_code == 200, response.text
+    # Where the time went, for operators: each step in milliseconds, within the total.
+    steps = {
+        name: float(value)
+        for name, value in (
+            part.split(";dur=") for part in response.headers["Server-Timing"].split(", ")
+        )
+    }
+    assert set(steps) == {"resolve", "access", "total"}
+    assert 0 < steps["resolve"] + steps["access"] <= steps["total"]
     body = response.json()
     assert body["band"] == "link"
     assert body["person_id"] == str(record.person_id)
