@@ -343,7 +343,7 @@ async def _moved(
                 continue
             scorer = Scorer(model, neighbours.prepared(x))
             for y in alike:
-                others = scorer.other_levels_reaching(neighbours, y, review)
+                others = scorer.other_levels(neighbours, y, floor=review)
                 if others is None or scorer.best_weight(others) < review:
                     continue  # below the review band whatever the names say
                 levels = scorer.name_levels(neighbours, y) + others

@@ -228,7 +228,9 @@ class Scorer:
 
     def levels(self, c: Candidates, index: int, moved: bool = False) -> tuple[int, ...]:
         """``comparisons.levels(q, candidate)``."""
-        return self.name_levels(c, index) + self.other_levels(c, index, moved)
+        others = self.other_levels(c, index, moved)
+        assert others is not None  # no floor: always worked out
+        return self.name_levels(c, index) + others
 
     def name_levels(self, c: Candidates, index: int) -> tuple[int, int]:
         """The given and family name comparisons' levels (the first two of ``levels``)."""
@@ -269,18 +271,13 @@ class Scorer:
             family_level = self._family_rest(family, c.family_sound[index])
         return given_level, family_level
 
-    def other_levels(self, c: Candidates, index: int, moved: bool = False) -> tuple[int, ...]:
-        """The levels of the comparisons after the names (date of birth to UPN)."""
-        found = self.other_levels_reaching(c, index, None, moved)
-        assert found is not None
-        return found
-
-    def other_levels_reaching(
-        self, c: Candidates, index: int, floor: float | None, moved: bool = False
+    def other_levels(
+        self, c: Candidates, index: int, moved: bool = False, *, floor: float | None = None
     ) -> tuple[int, ...] | None:
-        """``other_levels``; or None if, from its date of birth and identifiers alone, the
-        candidate cannot weigh ``floor`` whatever its names, sex and residence (``best_weight``
-        with those at their best), so the rest is not worked out."""
+        """The levels of the comparisons after the names (date of birth to UPN). With a
+        ``floor``: None if, from its date of birth and identifiers alone, the candidate cannot
+        weigh ``floor`` whatever its names, sex and residence (``best_weight`` with those at
+        their best), so the rest is not worked out."""
         q = self.q
         dob_level = self._date_of_birth(
             c.date_of_birth[index], c.dob_estimated[index], c.expected_date[index]

@@ -387,7 +387,7 @@ def test_scoring_many_candidates_at_once_agrees_with_scoring_each_pair(
             # The bound that lets a resolve pass over a pair without comparing names.
             assert scorer.best_weight(levels[cmp.DOB :]) >= scorer.weight(levels)
             for floor in (-10.0, 0.0, 6.6):
-                reaching = scorer.other_levels_reaching(candidates, position, floor, moved)
+                reaching = scorer.other_levels(candidates, position, moved, floor=floor)
                 if reaching is None:
                     assert scorer.weight(levels) < floor
                 else:
@@ -479,7 +479,6 @@ def test_the_resolve_answer_is_resolveout_written_by_hand(model: LinkageModel) -
     from services.linking.schemas import CandidateOut, FieldEvidenceOut, ResolveOut
 
     born = date(2016, 5, 4)
-    query = record("q", given_names="Maya", date_of_birth=born, sex="female", **HOME)
     people = [uuid.uuid4() for _ in range(4)]
     found = [
         (people[0], record("a", given_names="Maya", date_of_birth=born, sex="female", **HOME)),
@@ -487,28 +486,31 @@ def test_the_resolve_answer_is_resolveout_written_by_hand(model: LinkageModel) -
         (people[2], record("c", given_names="Mya", date_of_birth=date(2016, 4, 5), **HOME)),
         (people[3], record("d", given_names="Zed", nhs_number="9434765919", **HOME)),
     ]
-    scored = service.Scored.of(model, query, _candidate_rows(found))  # type: ignore[arg-type]
-    resolution = service.rank(model, query, scored)
-    shown = resolution.candidates[: service.SHOWN_CANDIDATES]
-    written = orjson.loads(endpoints.resolve_answer(resolution, shown))
-    expected = ResolveOut(
-        band=resolution.band.value,
-        method=resolution.method.value,
-        person_id=resolution.person_id,
-        match_probability=round(resolution.probability, 6),
-        reason=resolution.reason,
-        candidates=[
-            CandidateOut(
-                person_id=c.person_id,
-                match_probability=round(c.score.probability, 6),
-                match_weight=round(c.score.weight, 3),
-                deterministic=c.score.deterministic,
-                conflict=c.conflict or c.score.conflict,
-                evidence=[FieldEvidenceOut.model_validate(item) for item in c.evidence],
-            )
-            for c in shown
-        ],
-    )
-    assert written == expected.model_dump(mode="json")
-    assert ResolveOut.model_validate(written) == expected
-    assert len(written["candidates"]) == 4 and written["person_id"] == str(people[0])
+    by_name = record("q", given_names="Maya", date_of_birth=born, sex="female", **HOME)
+    by_nhs = record("q", given_names="Maya", date_of_birth=born, nhs_number="9434765919", **HOME)
+    for query, best in ((by_name, people[0]), (by_nhs, people[3])):
+        scored = service.Scored.of(model, query, _candidate_rows(found))  # type: ignore[arg-type]
+        resolution = service.rank(model, query, scored)
+        shown = resolution.candidates[: service.SHOWN_CANDIDATES]
+        written = orjson.loads(endpoints.resolve_answer(resolution, shown))
+        expected = ResolveOut(
+            band=resolution.band.value,
+            method=resolution.method.value,
+            person_id=resolution.person_id,
+            match_probability=round(resolution.probability, 6),
+            reason=resolution.reason,
+            candidates=[
+                CandidateOut(
+                    person_id=c.person_id,
+                    match_probability=round(c.score.probability, 6),
+                    match_weight=round(c.score.weight, 3),
+                    deterministic=c.score.deterministic,
+                    conflict=c.conflict or c.score.conflict,
+                    evidence=[FieldEvidenceOut.model_validate(item) for item in c.evidence],
+                )
+                for c in shown
+            ],
+        )
+        assert written == expected.model_dump(mode="json")
+        assert ResolveOut.model_validate(written) == expected
+        assert len(written["candidates"]) == 4 and written["person_id"] == str(best)
