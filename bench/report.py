@@ -697,7 +697,7 @@ def scaling_section(data: dict[str, Json]) -> str:
                 else value
             )
             for key, value in point.items()
-            if key in {"reached", "why", "rerun_stopped", "rerun_stopped_again"}
+            if key in {"reached", "why", "rerun_stopped", "rerun_stopped_again", "previous"}
         ]
         if notes:
             parts.append(
