@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, text, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -37,13 +37,14 @@ STORED_COLUMNS = (
     *FEATURE_COLUMNS,
 )
 _SELECTED = ", ".join(f"p.{column}" for column in ("id", "person_id", *STORED_COLUMNS))
-# One round trip: each key's records up to one more than the largest block searched; a key with
-# more records than that is too common to tell anyone apart and is skipped (as in a batch).
-CANDIDATES_SQL = text(
-    f"""
+# The resolve's queries, sent through the driver (``LinkingRepository._driver``) with asyncpg's
+# own placeholders. One round trip: each key's records up to one more than the largest block
+# searched; a key with more records than that is too common to tell anyone apart and is skipped
+# (as in a batch).
+CANDIDATES_QUERY = f"""
     WITH looked AS (
         SELECT found.record_id, wanted.cap, count(*) OVER (PARTITION BY wanted.key) AS block
-        FROM unnest(CAST(:keys AS text[]), CAST(:caps AS int[])) AS wanted(key, cap)
+        FROM unnest($1::text[], $2::int[]) AS wanted(key, cap)
         CROSS JOIN LATERAL (
             SELECT k.record_id FROM linking.record_keys k
             WHERE k.key = wanted.key LIMIT wanted.cap + 1
@@ -51,17 +52,13 @@ CANDIDATES_SQL = text(
     )
     SELECT {_SELECTED} FROM linking.person_records p
     WHERE p.id IN (SELECT record_id FROM looked WHERE block <= cap)
-    """
-)
-CANDIDATES_QUERY = str(CANDIDATES_SQL).replace(":keys", "$1").replace(":caps", "$2")
-AT_HOMES_SQL = text(
-    f"""
+"""
+AT_HOMES_QUERY = f"""
     SELECT {_SELECTED} FROM linking.record_keys k
     JOIN linking.person_records p ON p.id = k.record_id
-    WHERE k.key = ANY(CAST(:keys AS text[]))
-    LIMIT :limit
-    """
-)
+    WHERE k.key = ANY($1::text[])
+    LIMIT $2
+"""
 ACCESS_LOG_COLUMNS = (
     "principal",
     "organisation_code",
@@ -76,7 +73,6 @@ ACCESS_LOG_QUERY = f"""
     INSERT INTO linking.access_log ({", ".join(ACCESS_LOG_COLUMNS)})
     SELECT * FROM unnest({_ARRAYS})
 """
-AT_HOMES_QUERY = str(AT_HOMES_SQL).replace(":keys", "$1").replace(":limit", "$2")
 
 
 class LinkingRepository:

@@ -463,6 +463,24 @@ async def test_adults_at_an_incident_link_to_the_family_and_join_the_childrens_h
 # The API -------------------------------------------------------------------------------------
 
 
+async def resolve_at(api: httpx.AsyncClient, child: ReportedChild, home: str) -> dict[str, Any]:
+    """Resolve ``child`` (name, date of birth, sex) as recorded at ``home``."""
+    query = {
+        "given_names": child.given_names,
+        "family_name": child.family_name,
+        "date_of_birth": child.date_of_birth.isoformat(),  # type: ignore[union-attr]
+        "sex": child.sex,
+        "postcode": home,
+    }
+    return (await api.post("/v1/persons/resolve", json=query)).json()  # type: ignore[no-any-return]
+
+
+def assert_linked_by_a_move(answer: dict[str, Any], person_id: uuid.UUID) -> None:
+    assert (answer["band"], answer["person_id"]) == ("link", str(person_id))
+    evidence = {e["comparison"]: e for e in answer["candidates"][0]["evidence"]}
+    assert evidence["residence"]["level"] == "different homes, joined by a move of the household"
+
+
 async def test_a_move_the_household_is_known_to_have_made_joins_a_childs_old_and_new_homes(
     api: httpx.AsyncClient, database: Database
 ) -> None:
@@ -482,23 +500,12 @@ async def test_a_move_the_household_is_known_to_have_made_joins_a_childs_old_and
     )
     await receive(database, referral([olivia, leo]))
     (first,) = await records_of(database, olivia.subject_id)
-    query = {
-        "given_names": "Olivia",
-        "family_name": "Smith",
-        "date_of_birth": born.isoformat(),
-        "sex": "female",
-        "postcode": new_home,
-    }
-    before = (await api.post("/v1/persons/resolve", json=query)).json()
-    assert before["band"] != "link"
+    assert (await resolve_at(api, olivia, new_home))["band"] != "link"
     # A&E sees Leo at the new home: his NHS number makes him one person at both homes.
     await attend_a_and_e(
         database, leo.model_copy(update={"subject_id": uuid.uuid4(), "postcode": new_home})
     )
-    after = (await api.post("/v1/persons/resolve", json=query)).json()
-    assert (after["band"], after["person_id"]) == ("link", str(first.person_id))
-    evidence = {e["comparison"]: e for e in after["candidates"][0]["evidence"]}
-    assert evidence["residence"]["level"] == "different homes, joined by a move of the household"
+    assert_linked_by_a_move(await resolve_at(api, olivia, new_home), first.person_id)
 
 
 async def test_two_persons_records_that_match_on_their_own_show_the_households_move(
@@ -524,24 +531,13 @@ async def test_two_persons_records_that_match_on_their_own_show_the_households_m
     )
     await receive(database, referral([olivia, oliver]))
     (first,) = await records_of(database, olivia.subject_id)
-    query = {
-        "given_names": "Olivia",
-        "family_name": "Smith",
-        "date_of_birth": olivia.date_of_birth.isoformat(),  # type: ignore[union-attr]
-        "sex": "female",
-        "postcode": new_home,
-    }
-    before = (await api.post("/v1/persons/resolve", json=query)).json()
-    assert before["band"] != "link"
+    assert (await resolve_at(api, olivia, new_home))["band"] != "link"
     oliver_there = oliver.model_copy(update={"subject_id": uuid.uuid4(), "postcode": new_home})
     await attend_a_and_e(database, oliver_there)
     old, new = await records_of(database, oliver.subject_id, oliver_there.subject_id)
     assert new.person_id != old.person_id  # no one person is at both homes
     assert (new.match_probability or 0) >= 0.5  # but the two records match on their own
-    after = (await api.post("/v1/persons/resolve", json=query)).json()
-    assert (after["band"], after["person_id"]) == ("link", str(first.person_id))
-    evidence = {e["comparison"]: e for e in after["candidates"][0]["evidence"]}
-    assert evidence["residence"]["level"] == "different homes, joined by a move of the household"
+    assert_linked_by_a_move(await resolve_at(api, olivia, new_home), first.person_id)
 
 
 async def test_resolve_returns_the_person_and_ranked_candidates_with_evidence(
