@@ -56,13 +56,18 @@ def _record_blocks(prepared: Sequence[Prepared], blocks: dict[str, list[int]]) -
 _SHARED: dict[str, object] = {}
 
 
-def _score_range(bounds: tuple[int, int]) -> tuple[list[Edge], list[float]]:
+def _score_range(bounds: tuple[int, int]) -> tuple[list[Edge], dict[int, float]]:
+    """A worker's share: its edges, and the best probabilities of only the records it touched
+    (a list of every record's, per chunk, costs O(records) to send and to merge: at 5M records
+    a thousand chunks of 5,000 made that quadratic)."""
     prepared: Sequence[Prepared] = _SHARED["prepared"]  # type: ignore[assignment]
     blocks: dict[str, list[int]] = _SHARED["blocks"]  # type: ignore[assignment]
     record_keys: list[list[str]] = _SHARED["record_keys"]  # type: ignore[assignment]
     model: LinkageModel = _SHARED["model"]  # type: ignore[assignment]
     keep: float = _SHARED["keep"]  # type: ignore[assignment]
-    return score_candidates(prepared, blocks, record_keys, model, keep, range(*bounds))
+    best: dict[int, float] = defaultdict(float)
+    edges = score_candidates(prepared, blocks, record_keys, model, keep, range(*bounds), best)
+    return edges, dict(best)
 
 
 def score_candidates(
@@ -72,11 +77,12 @@ def score_candidates(
     model: LinkageModel,
     keep: float,
     indices: Iterable[int],
-) -> tuple[list[Edge], list[float]]:
+    best: list[float] | dict[int, float],
+) -> list[Edge]:
     """Score each record against the later records it shares a block with; keep the edges at
-    or above ``keep`` and, per record, the best probability of any candidate."""
+    or above ``keep``, and raise ``best`` (per record, the best probability of any candidate;
+    a list of every record's, or a ``defaultdict(float)``)."""
     edges: list[Edge] = []
-    best = [0.0] * len(prepared)
     for left in indices:
         candidates: set[int] = set()
         for key in record_keys[left]:
@@ -86,7 +92,7 @@ def score_candidates(
             if right <= left:
                 continue
             _score_pair(model, a, prepared[right], left, right, keep, edges, best)
-    return edges, best
+    return edges
 
 
 def _score_pair(
@@ -97,7 +103,7 @@ def _score_pair(
     right: int,
     keep: float,
     edges: list[Edge],
-    best: list[float],
+    best: list[float] | dict[int, float],
     moved: bool = False,
 ) -> None:
     """Score one pair: note its probability in ``best`` and keep its edge if it is worth it."""
@@ -149,7 +155,7 @@ def _rescore_chunk(pairs: list[tuple[int, int]]) -> tuple[list[Edge], dict[int, 
     edges: list[Edge] = []
     best: dict[int, float] = defaultdict(float)
     for left, right in pairs:
-        _score_pair(model, prepared[left], prepared[right], left, right, keep, edges, best, True)  # type: ignore[arg-type]
+        _score_pair(model, prepared[left], prepared[right], left, right, keep, edges, best, True)
     return edges, dict(best)
 
 
@@ -235,11 +241,9 @@ def score_all(
     best = [0.0] * total
     if workers <= 1 or total < 20_000 or "fork" not in multiprocessing.get_all_start_methods():
         for done, bounds in enumerate(ranges, start=1):
-            found, found_best = score_candidates(
-                prepared, blocks, record_keys, model, keep, range(*bounds)
+            edges.extend(
+                score_candidates(prepared, blocks, record_keys, model, keep, range(*bounds), best)
             )
-            edges.extend(found)
-            best = [max(x, y) for x, y in zip(best, found_best, strict=True)]
             if progress:
                 progress(min(done * chunk, total), total)
         return edges, best
@@ -251,7 +255,7 @@ def score_all(
         with context.Pool(workers) as pool:
             for done, (found, found_best) in enumerate(pool.imap(_score_range, ranges), start=1):
                 edges.extend(found)
-                for index, value in enumerate(found_best):
+                for index, value in found_best.items():
                     if value > best[index]:
                         best[index] = value
                 if progress:

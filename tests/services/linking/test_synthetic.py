@@ -59,3 +59,19 @@ def test_the_shipped_model_links_a_fresh_partnership_accurately() -> None:
     scores = evaluation.pairwise([g.person_id for g in partnership.records], labels)
     assert scores.precision >= 0.998
     assert scores.recall >= 0.93
+
+
+def test_forked_workers_score_exactly_what_one_process_scores() -> None:
+    """score_all's pool (2 workers, 5,000 records a chunk, each sending back only the best
+    probabilities of the records it touched) gives the same edges and the same best
+    probability for every record as scoring in one process."""
+    prepared = [prepare(g.record) for g in generate(20_000, seed=21).records]
+    model = LinkageModel.load()
+    alone_edges, alone_best = batch.score_all(prepared, model, workers=1)
+    pooled_edges, pooled_best = batch.score_all(prepared, model, workers=2)
+    assert len(alone_edges) > 10_000
+    assert sorted(pooled_edges, key=lambda e: (e.left, e.right)) == sorted(
+        alone_edges, key=lambda e: (e.left, e.right)
+    )
+    assert pooled_best == alone_best
+    assert sum(1 for value in alone_best if value > 0) > 15_000
