@@ -37,6 +37,7 @@ from typing import Any
 import asyncpg
 import psutil
 
+from bench.ingest import code_version
 from deploy.local.stack import REPO_ROOT, Stack
 from services.linking import service
 from services.linking.matching import batch, blocking, evaluation, moves
@@ -123,6 +124,7 @@ def accuracy(model: LinkageModel, records_count: int) -> dict[str, Any]:
         "with_review_decided": oracle.as_dict(),
         "link_threshold": model.thresholds.link,
         "review_threshold": model.thresholds.review,
+        "code": code_version(),
     }
 
 
@@ -627,13 +629,57 @@ def _body(generated: GeneratedRecord) -> dict[str, Any]:
     return {key: value for key, value in body.items() if value not in (None, [])}
 
 
+def _summarise(result: dict[str, Any], accuracy_records: int, batch_records: int) -> dict[str, Any]:
+    """The headline keys and the printed table, from the measurements in ``result``."""
+    overall = result["accuracy"]["overall"]
+    splink = result["splink"]
+    result.update(
+        records=accuracy_records,
+        f1=overall["f1"],
+        precision_at_autolink=overall["precision"],
+        recall_at_autolink=overall["recall"],
+        resolve_p99_ms=result["resolve_in_process"]["latency_ms"]["p99"],
+        resolve_http_p99_ms=result["resolve_http"]["latency_ms"]["p99"],
+        persons_held=result["held"]["person_records"],
+        batch_1m_s=result["batch"]["seconds"],
+        splink_f1=splink.get("f1"),
+        splink_s=splink.get("seconds"),
+    )
+    result["table"] = {
+        "accuracy records": (accuracy_records, "records"),
+        "F1 (auto-link only)": (overall["f1"], ""),
+        "precision at auto-link": (overall["precision"], ""),
+        "recall at auto-link": (overall["recall"], ""),
+        "F1 if the review queue is decided right": (
+            result["accuracy"]["with_review_decided"]["f1"],
+            "",
+        ),
+        "review pairs": (result["accuracy"]["review_pairs"], "pairs"),
+        "our batch time (accuracy run)": (result["accuracy"]["seconds"], "s"),
+        "Splink F1": (splink.get("f1", "-"), ""),
+        "Splink time": (splink.get("seconds", "-"), "s"),
+        "person records held": (result["held"]["person_records"], "records"),
+        "persons held": (result["held"]["persons"], "persons"),
+        "resolve p50 in process": (result["resolve_in_process"]["latency_ms"]["p50"], "ms"),
+        "resolve p99 in process": (result["resolve_in_process"]["latency_ms"]["p99"], "ms"),
+        "resolve p50 over HTTP": (result["resolve_http"]["latency_ms"]["p50"], "ms"),
+        "resolve p99 over HTTP": (result["resolve_http"]["latency_ms"]["p99"], "ms"),
+        "resolve server peak RSS": (round(result["resolve_http"]["server_rss_mb"]), "MB"),
+        f"link-file {batch_records:,} records": (result["batch"]["seconds"], "s"),
+        "link-file peak RSS": (result["batch"]["peak_rss_mb"], "MB"),
+        "link-file F1": (result["batch"]["accuracy"]["f1"], ""),
+    }
+    return result
+
+
 # The run ----------------------------------------------------------------------------------
 
 
 def run(*, quick: bool = False) -> dict[str, Any]:
     """Everything; with THREADLINE_BENCH_LINKING_ONLY=resolve, only the resolve measurements,
     merged into the existing bench/results/linking.json (the rest of it is kept); with
-    THREADLINE_BENCH_LINKING_ONLY=curve, only the precision-recall curve, merged the same way."""
+    THREADLINE_BENCH_LINKING_ONLY=curve, only the precision-recall curve, and with
+    THREADLINE_BENCH_LINKING_ONLY=accuracy, the accuracy and the curve, merged the same way."""
     model = LinkageModel.load()
     accuracy_records = 20_000 if quick else 100_000
     batch_records = 100_000 if quick else 1_000_000
@@ -642,11 +688,14 @@ def run(*, quick: bool = False) -> dict[str, Any]:
     only_resolve = only == "resolve"
     result: dict[str, Any] = {}
     previous = RESULTS / "linking.json"
-    if only == "curve":
+    if only in ("curve", "accuracy"):
         result = json.loads(previous.read_text())
+        if only == "accuracy":
+            print(f"linking: accuracy on {accuracy_records:,} records …", flush=True)
+            result["accuracy"] = accuracy(model, accuracy_records)
         print(f"linking: precision-recall curve on {accuracy_records:,} records …", flush=True)
         result["precision_recall_curve"] = precision_recall_curve(model, accuracy_records)
-        return result
+        return _summarise(result, accuracy_records, batch_records)
     if only_resolve:
         result = json.loads(previous.read_text())
         result.pop("table", None)
@@ -701,45 +750,7 @@ def run(*, quick: bool = False) -> dict[str, Any]:
             result["resolve_http"] = _resolve_over_http(stack, queries, BASE + 20)
         finally:
             postgres.stop()
-    overall = result["accuracy"]["overall"]
-    splink = result["splink"]
-    result.update(
-        records=accuracy_records,
-        f1=overall["f1"],
-        precision_at_autolink=overall["precision"],
-        recall_at_autolink=overall["recall"],
-        resolve_p99_ms=result["resolve_in_process"]["latency_ms"]["p99"],
-        resolve_http_p99_ms=result["resolve_http"]["latency_ms"]["p99"],
-        persons_held=result["held"]["person_records"],
-        batch_1m_s=result["batch"]["seconds"],
-        splink_f1=splink.get("f1"),
-        splink_s=splink.get("seconds"),
-    )
-    result["table"] = {
-        "accuracy records": (accuracy_records, "records"),
-        "F1 (auto-link only)": (overall["f1"], ""),
-        "precision at auto-link": (overall["precision"], ""),
-        "recall at auto-link": (overall["recall"], ""),
-        "F1 if the review queue is decided right": (
-            result["accuracy"]["with_review_decided"]["f1"],
-            "",
-        ),
-        "review pairs": (result["accuracy"]["review_pairs"], "pairs"),
-        "our batch time (accuracy run)": (result["accuracy"]["seconds"], "s"),
-        "Splink F1": (splink.get("f1", "-"), ""),
-        "Splink time": (splink.get("seconds", "-"), "s"),
-        "person records held": (result["held"]["person_records"], "records"),
-        "persons held": (result["held"]["persons"], "persons"),
-        "resolve p50 in process": (result["resolve_in_process"]["latency_ms"]["p50"], "ms"),
-        "resolve p99 in process": (result["resolve_in_process"]["latency_ms"]["p99"], "ms"),
-        "resolve p50 over HTTP": (result["resolve_http"]["latency_ms"]["p50"], "ms"),
-        "resolve p99 over HTTP": (result["resolve_http"]["latency_ms"]["p99"], "ms"),
-        "resolve server peak RSS": (round(result["resolve_http"]["server_rss_mb"]), "MB"),
-        f"link-file {batch_records:,} records": (result["batch"]["seconds"], "s"),
-        "link-file peak RSS": (result["batch"]["peak_rss_mb"], "MB"),
-        "link-file F1": (result["batch"]["accuracy"]["f1"], ""),
-    }
-    return result
+    return _summarise(result, accuracy_records, batch_records)
 
 
 if __name__ == "__main__":

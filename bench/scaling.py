@@ -37,6 +37,7 @@ from typing import Any
 
 import psutil
 
+from bench.ingest import code_version
 from deploy.local.stack import REPO_ROOT, Stack
 from services.linking.matching import evaluation
 
@@ -176,6 +177,7 @@ def linking_point(count: int) -> dict[str, Any]:
             "accuracy": _accuracy(source, target),
             "progress": progress[-12:],
             "measured_at": datetime.now(UTC).isoformat(),
+            "code": code_version(),
         }
 
 

