@@ -185,14 +185,16 @@ def run_linking(sizes: list[int]) -> None:
     merge(
         "linking",
         {
-            "what": "threadline link-file (2 worker processes) on generate(N, seed=7), the "
-            "records of bench/linking.py's 1M run; time includes reading the CSV and writing "
-            "the result",
+            "what": "threadline link-file on generate(N, seed=7), the records of "
+            "bench/linking.py's 1M run, with 2 scoring workers (the machine's cores) below 2M "
+            "records and 1 from 2M (each point's link_file_workers); time includes reading the "
+            "CSV and writing the result",
         },
     )
     for count in sizes:
         data = json.loads(SCALING.read_text())
         points = data["linking"].setdefault("points", {})
+        before = points.get(str(count), {})
         points[str(count)] = {
             "records": count,
             "status": "running",
@@ -205,6 +207,13 @@ def run_linking(sizes: list[int]) -> None:
             point = {"records": count, "status": f"failed: {error}"}
         points = json.loads(SCALING.read_text())["linking"]["points"]
         points[str(count)] = {"status": "measured", **point} if "seconds" in point else point
+        # What an earlier run of this size found stays beside the new one.
+        if before.get("status") == "measured":
+            points[str(count)]["previous"] = {k: v for k, v in before.items() if k != "previous"}
+        if before.get("attempts") or before.get("earlier_attempts"):
+            points[str(count)]["earlier_attempts"] = before.get(
+                "earlier_attempts", []
+            ) + before.get("attempts", [])
         merge("linking", {"points": points})
 
 
