@@ -697,8 +697,14 @@ def scaling_section(data: dict[str, Json]) -> str:
                 else value
             )
             for key, value in point.items()
-            if key in {"reached", "why", "rerun_stopped", "rerun_stopped_again", "previous"}
+            if key in {"reached", "why", "rerun_stopped", "rerun_stopped_again", "previous", "note"}
         ]
+        earlier = point.get("earlier_attempts") or []
+        if earlier:
+            notes.append(
+                f"{len(earlier)} earlier attempts stopped before they finished (scaling.json): "
+                + " | ".join(str(attempt.get("why", "")) for attempt in earlier)
+            )
         if notes:
             parts.append(
                 f"<p>{int(size):,} records — " + html.escape("; ".join(map(str, notes))) + "</p>"
@@ -718,8 +724,21 @@ def scaling_section(data: dict[str, Json]) -> str:
     else:
         parts.append(
             _missing(
-                "No growth curve is drawn: fewer than two sizes were measured in one run, and "
-                "points from different runs differ in the machine's load more than in size."
+                "No growth curve of wall time is drawn: fewer than two sizes were measured in one "
+                "run, and points from different runs differ in the machine's load more than in "
+                "size."
+            )
+        )
+    # CPU seconds (all of link-file's processes) hardly depend on the machine's load, so points
+    # from different runs can share a curve.
+    by_cpu = sorted((p for p in measured if p.get("cpu_seconds")), key=lambda p: p["records"])
+    if len(by_cpu) >= 2:
+        parts.append(
+            line_chart(
+                "scaling: link-file CPU seconds against records (log-log, one point a run)",
+                [Series("CPU seconds", [(p["records"], p["cpu_seconds"]) for p in by_cpu])],
+                Axis("records", log=True),
+                Axis("CPU seconds", log=True),
             )
         )
     return "".join(parts)
