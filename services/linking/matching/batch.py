@@ -171,7 +171,7 @@ def rescore_moves(
     workers: int = 1,
     done: set[tuple[int, int]] | None = None,
 ) -> list[Edge]:
-    """The second pass: score again, as at homes joined by a move, every pair of records in
+    """A pass of rescoring: score again, as at homes joined by a move, every pair of records in
     different clusters at two homes that a move shown by *other* clusters joins and that sound
     alike (``blocking.move_keys``: a block of its own, as such pairs may share no other key).
     Returns the edges with those pairs' edges replaced. ``done``: pairs an earlier pass
@@ -393,7 +393,8 @@ def _conflicting(
 # Passes of rescoring by households' moves. A pass can link a person across two homes that no
 # move supported before (its own pair rescored because *another* member's pair showed the move),
 # and that person is then a move supporting its relatives' pairs in the next pass. On seed 1's
-# 100,000 records the second pass adds 29 true pairs and no false one, the third finds nothing.
+# 100,000 records the second pass of rescoring adds 29 true pairs and no false one; the third
+# finds no pair to score again.
 MOVE_PASSES = 3
 
 
