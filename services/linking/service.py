@@ -101,11 +101,13 @@ def record_data(record: models.PersonRecord | Any) -> RecordData:
     )
 
 
-def _evidence(model: LinkageModel, ready: Prepared, score: PairScore) -> list[dict[str, object]]:
+def _evidence(
+    model: LinkageModel, ready: Prepared, score: PairScore, other_given: str
+) -> list[dict[str, object]]:
     # Built by hand: dataclasses.asdict deep-copies each field, and was a tenth of a resolve.
     return [
         {"comparison": item.comparison, "level": item.level, "weight": item.weight}
-        for item in model.evidence(ready, score.levels)
+        for item in model.evidence(ready, score.levels, other_given)
     ]
 
 
@@ -127,11 +129,15 @@ class Scored:
     def of(cls, model: LinkageModel, ready: Prepared, candidates: Candidates) -> Scored:
         scorer = Scorer(model, ready)
         levels = [scorer.levels(candidates, index) for index in range(len(candidates))]
-        return cls(candidates, scorer, levels, [scorer.weight(found) for found in levels])
+        given = candidates.given_norm
+        weights = [scorer.weight(found, given[index]) for index, found in enumerate(levels)]
+        return cls(candidates, scorer, levels, weights)
 
     def rescore(self, index: int, moved: bool) -> None:
         self.levels[index] = self.scorer.levels(self.candidates, index, moved)
-        self.weights[index] = self.scorer.weight(self.levels[index])
+        self.weights[index] = self.scorer.weight(
+            self.levels[index], self.candidates.given_norm[index]
+        )
 
     def score(self, index: int) -> PairScore:
         levels, weight = self.levels[index], self.weights[index]
@@ -165,6 +171,7 @@ def rank(model: LinkageModel, ready: Prepared, scored: Scored) -> Resolution:
     by_identifier = sum(1 for _, (key, _) in ordered if key[0])
     kept = ordered[: by_identifier + KEPT_CANDIDATES]
     ranked: list[Candidate] = []
+    chosen: list[int] = []  # each ranked person's best record
     for person_id, (_, index) in kept:
         candidate = Candidate(person_id, found.id[index], scored.score(index), [], None)
         for other in records_of[person_id]:
@@ -175,8 +182,9 @@ def rank(model: LinkageModel, ready: Prepared, scored: Scored) -> Resolution:
                     candidate.conflict = reason
                     break
         ranked.append(candidate)
-    for shown in ranked[:SHOWN_CANDIDATES]:
-        shown.evidence = _evidence(model, ready, shown.score)
+        chosen.append(index)
+    for shown, index in zip(ranked[:SHOWN_CANDIDATES], chosen, strict=False):
+        shown.evidence = _evidence(model, ready, shown.score, found.given_norm[index])
     return _band(model, ranked)
 
 
@@ -347,7 +355,7 @@ async def _moved(
                 if others is None or scorer.best_weight(others) < review:
                     continue  # below the review band whatever the names say
                 levels = scorer.name_levels(neighbours, y) + others
-                weight = scorer.weight(levels)
+                weight = scorer.weight(levels, neighbours.given_norm[y])
                 if probability_of(weight) < thresholds.review:
                     continue
                 shared = levels[cmp.NHS] == 0 or levels[cmp.UPN] == 0

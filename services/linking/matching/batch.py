@@ -108,7 +108,7 @@ def _score_pair(
 ) -> None:
     """Score one pair: note its probability in ``best`` and keep its edge if it is worth it."""
     levels = cmp.levels(a, b, moved)
-    weight = model.weight_of(a, levels)
+    weight = model.weight_of(a, levels, b.given)
     if weight < -30:
         return
     odds = 2.0**weight if weight < 60 else 2.0**60

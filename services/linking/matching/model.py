@@ -129,6 +129,10 @@ class LinkageModel:
             math.log2(max(self.m[i][0], 1e-12) / max(self.u[i][0], 1e-12))
             for i in range(len(cmp.COMPARISONS))
         ]
+        self.given_frequency = self.tf.get("given", {})
+        self.nickname_base = nickname_constant(
+            self.m[cmp.GIVEN][GIVEN_NICKNAME], self.given_frequency
+        )
 
     # Scoring ---------------------------------------------------------------------------------
 
@@ -142,7 +146,25 @@ class LinkageModel:
         # A name the training data never saw is rare: as rare as the floor allows.
         return math.log2(max(self.m[index][0], 1e-12) / self.tf_floor)
 
-    def weight_of(self, a: Prepared, levels: tuple[int, ...]) -> float:
+    def nickname_weight(self, a: str, b: str) -> float:
+        """The nickname level's weight for two given names, term-frequency adjusted: u is the
+        chance that two records picked at random hold exactly these two names (2·fa·fb, from
+        the names' frequencies), and m shares the level's m among the pairs of names in
+        proportion to the rarer name's frequency (a nickname form is about as common as the
+        share of its full name's records written that way). So the weight is
+        ``constant - log2(max(fa, fb))``: "Tilly" for "Matilda" counts for more than "Ollie" for
+        "Olivia". A nickname with a typo ("Ahlfie"), or a model without name frequencies,
+        keeps the level's own weight."""
+        if self.nickname_base is None or not names.nickname_related(a, b):
+            return self.weights[cmp.GIVEN][GIVEN_NICKNAME]
+        frequency = self.given_frequency
+        floor = self.tf_floor
+        common = max(frequency.get(a, floor), frequency.get(b, floor), floor)
+        return self.nickname_base - math.log2(common)
+
+    def weight_of(self, a: Prepared, levels: tuple[int, ...], other_given: str) -> float:
+        """The pair's match weight; ``other_given``: the other record's given name (the exact
+        and nickname levels of the given name are weighed by the names' frequencies)."""
         total = self.prior_weight
         weights = self.weights
         for index, level in enumerate(levels):
@@ -152,6 +174,8 @@ class LinkageModel:
                 total += self.exact_weight(index, a.given)
             elif level == 0 and index == cmp.FAMILY:
                 total += self.exact_weight(index, a.family)
+            elif level == GIVEN_NICKNAME and index == cmp.GIVEN:
+                total += self.nickname_weight(a.given, other_given)
             else:
                 total += weights[index][level]
         return total
@@ -159,7 +183,7 @@ class LinkageModel:
     def score(self, a: Prepared, b: Prepared, moved: bool = False) -> PairScore:
         """``moved``: the two records' homes are joined by a known move of the household."""
         levels = cmp.levels(a, b, moved)
-        weight = self.weight_of(a, levels)
+        weight = self.weight_of(a, levels, b.given)
         return PairScore(
             weight=weight,
             probability=probability_of(weight),
@@ -168,7 +192,9 @@ class LinkageModel:
             conflict=conflict(a, b, levels, self.known_given),
         )
 
-    def evidence(self, a: Prepared, levels: tuple[int, ...]) -> list[FieldEvidence]:
+    def evidence(
+        self, a: Prepared, levels: tuple[int, ...], other_given: str
+    ) -> list[FieldEvidence]:
         """Each field's level and its weight, for and against: what a reviewer reads."""
         found = []
         for index, (comparison, level) in enumerate(zip(cmp.COMPARISONS, levels, strict=True)):
@@ -178,6 +204,8 @@ class LinkageModel:
             if level == 0 and comparison.tf_field is not None:
                 value = a.given if index == cmp.GIVEN else a.family
                 weight = self.exact_weight(index, value)
+            elif level == GIVEN_NICKNAME and index == cmp.GIVEN:
+                weight = self.nickname_weight(a.given, other_given)
             else:
                 weight = self.weights[index][level]
             found.append(FieldEvidence(comparison.name, comparison.levels[level], round(weight, 3)))
@@ -269,6 +297,21 @@ GIVEN_NICKNAME: Final = cmp.GIVEN_LEVELS.index("nickname")
 GIVEN_SIMILAR: Final = 4  # levels from here on: similar-looking or sounding, or different
 KNOWN_NAME_FREQUENCY: Final = 5e-5  # a given name seen this often may be a real name
 TYPO_RATIO: Final = 20  # ... unless a name one edit away is this many times more common
+
+
+def nickname_constant(m_nickname: float, frequency: dict[str, float]) -> float | None:
+    """``LinkageModel.nickname_base``, the constant of ``LinkageModel.nickname_weight``, from
+    the level's m and the given names' frequencies alone (no labels): chosen so that the
+    pairs' m, each ``2·fa·fb · 2^weight = 2^(constant+1) · min(fa, fb)``, add up to the
+    level's m over every pair of related names in the table. None without name frequencies."""
+    rarer = 0.0
+    for name, share in frequency.items():
+        for other in names.nickname_variants(name):
+            if name < other and other in frequency and names.nickname_related(name, other):
+                rarer += min(share, frequency[other])
+    if rarer <= 0.0 or m_nickname <= 0.0:
+        return None
+    return math.log2(m_nickname / rarer) - 1.0
 
 
 def known_names(tf: dict[str, dict[str, float]]) -> frozenset[str]:

@@ -10,6 +10,7 @@ holds every level, weight, conflict and identifier decision equal to the pairwis
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import date
 from typing import Any, Final
@@ -106,6 +107,7 @@ class Scorer:
         weights = model.weights
         self._given_exact = model.exact_weight(cmp.GIVEN, q.given) if q.given else 0.0
         self._family_exact = model.exact_weight(cmp.FAMILY, q.family) if q.family else 0.0
+        self._nickname: dict[str, float] = {}
         self._weights = weights
         self._best: list[float] | None = None
 
@@ -339,7 +341,9 @@ class Scorer:
         weights = self._weights
         if self._best is None:
             self._best = [max(0.0, *levels) for levels in weights]
-            self._best[cmp.GIVEN] = max(self._best[cmp.GIVEN], self._given_exact)
+            self._best[cmp.GIVEN] = max(
+                self._best[cmp.GIVEN], self._given_exact, self._best_nickname()
+            )
             self._best[cmp.FAMILY] = max(self._best[cmp.FAMILY], self._family_exact)
         best = self._best
         total = self.model.prior_weight + best[cmp.GIVEN] + best[cmp.FAMILY]
@@ -350,8 +354,22 @@ class Scorer:
                 total += weights[index][level]
         return total + 1e-9  # added in another order than ``weight``: a hair of slack
 
-    def weight(self, levels: tuple[int, ...]) -> float:
-        """``LinkageModel.weight_of(q, levels)``: the same terms, added in the same order."""
+    def _best_nickname(self) -> float:
+        """The most the nickname level can weigh for the record's given name: the weight falls
+        as the commoner name of the two gets commoner, so at most as if the other were rare."""
+        model = self.model
+        given = self.q.given
+        if not given or model.nickname_base is None:
+            return model.weights[cmp.GIVEN][GIVEN_NICKNAME]
+        frequency = max(model.given_frequency.get(given, model.tf_floor), model.tf_floor)
+        return max(
+            model.weights[cmp.GIVEN][GIVEN_NICKNAME],
+            model.nickname_base - math.log2(frequency),
+        )
+
+    def weight(self, levels: tuple[int, ...], given: str) -> float:
+        """``LinkageModel.weight_of(q, levels, given)``: the same terms, added in the same
+        order; ``given``: the candidate's given name."""
         total = self.model.prior_weight
         weights = self._weights
         for index, level in enumerate(levels):
@@ -361,6 +379,11 @@ class Scorer:
                 total += self._given_exact
             elif level == 0 and index == cmp.FAMILY:
                 total += self._family_exact
+            elif level == GIVEN_NICKNAME and index == cmp.GIVEN:
+                found = self._nickname.get(given)
+                if found is None:
+                    found = self._nickname[given] = self.model.nickname_weight(self.q.given, given)
+                total += found
             else:
                 total += weights[index][level]
         return total

@@ -626,17 +626,18 @@ async def test_an_unknown_person_is_404(api: httpx.AsyncClient) -> None:
 
 
 async def _review_pair(database: Database) -> tuple[PersonRecord, PersonRecord, ReviewItem]:
-    """Two records of the review band: a nickname, a date of birth one digit off, another
-    town."""
+    """Two records of the review band: a nickname of a common name (the nickname level is
+    weighed by the names' frequencies: Hattie for the rarer Harriet would link), a date of
+    birth one digit off, another town."""
     family = unique_family()
-    # Dates of their own too: other tests' Hatties must not outrank this pair's.
+    # Dates of their own too: other tests' Millies must not outrank this pair's.
     year, day = 2008 + uuid.uuid4().int % 8, 1 + uuid.uuid4().int % 18
     first = child(
-        family, given="Harriet", date_of_birth=date(year, 3, day), postcode=unique_postcode("DE")
+        family, given="Amelia", date_of_birth=date(year, 3, day), postcode=unique_postcode("DE")
     )
     second = child(
         family,
-        given="Hattie",
+        given="Millie",
         date_of_birth=date(year, 3, day + 10),
         postcode=unique_postcode("NG"),
     )
@@ -664,8 +665,8 @@ async def test_a_review_band_record_is_its_own_person_with_a_review_item(
     queue = await api.get("/v1/reviews", params={"limit": 200})
     assert queue.status_code == 200
     (shown,) = [i for i in queue.json()["items"] if i["id"] == str(item.id)]
-    assert shown["record"]["given_names"] == "Hattie"
-    assert shown["candidate_record"]["given_names"] == "Harriet"
+    assert shown["record"]["given_names"] == "Millie"
+    assert shown["candidate_record"]["given_names"] == "Amelia"
     evidence = {e["comparison"]: e for e in shown["evidence"]}
     assert evidence["date_of_birth"]["level"] == "one digit different or two transposed"
     assert evidence["residence"]["weight"] < 0

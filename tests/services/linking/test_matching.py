@@ -4,13 +4,21 @@ domain comparisons, scored with the shipped (trained) model."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from datetime import date
 
 import pytest
 
 from services.linking.matching import batch, blocking, names, scoring
 from services.linking.matching import comparisons as cmp
-from services.linking.matching.model import Band, LinkageModel, Method, conflict
+from services.linking.matching.model import (
+    GIVEN_NICKNAME,
+    Band,
+    LinkageModel,
+    Method,
+    conflict,
+    nickname_constant,
+)
 from services.linking.matching.records import PersonRecord, Prepared, features, prepare, restore
 from services.linking.synthetic import generate
 
@@ -320,10 +328,61 @@ def test_common_names_count_for_less_than_rare_ones(model: LinkageModel) -> None
     assert rare.weight > smiths.weight + 2
 
 
+def test_a_nickname_of_a_rare_name_counts_for_more_than_one_of_a_common_name(
+    model: LinkageModel,
+) -> None:
+    """The nickname level is weighed by the names' frequencies, as exact names are."""
+    born = {"date_of_birth": date(2015, 3, 4), **HOME}
+    tilly = model.score(
+        record("a", given_names="Tilly", **born), record("b", given_names="Matilda", **born)
+    )
+    ollie = model.score(
+        record("a", given_names="Ollie", **born), record("b", given_names="Olivia", **born)
+    )
+    assert tilly.levels[cmp.GIVEN] == ollie.levels[cmp.GIVEN] == GIVEN_NICKNAME
+    assert model.nickname_weight("TILLY", "MATILDA") > model.nickname_weight("OLLIE", "OLIVIA") + 3
+    assert tilly.weight - ollie.weight == pytest.approx(
+        model.nickname_weight("TILLY", "MATILDA") - model.nickname_weight("OLLIE", "OLIVIA")
+    )
+    # Symmetric, and below an exact match on the commoner name.
+    assert model.nickname_weight("MATILDA", "TILLY") == model.nickname_weight("TILLY", "MATILDA")
+    assert model.nickname_weight("OLLIE", "OLIVIA") < model.exact_weight(cmp.GIVEN, "OLIVIA")
+    # A nickname with a typo is the level's own weight, as is any pair of unrelated names.
+    pooled = model.weights[cmp.GIVEN][GIVEN_NICKNAME]
+    assert model.nickname_weight("AHLFIE", "ALFRED") == pooled
+    typo = model.score(
+        record("a", given_names="Ahlfie", **born), record("b", given_names="Alfred", **born)
+    )
+    assert typo.levels[cmp.GIVEN] == GIVEN_NICKNAME
+    # Evidence shows the adjusted weight.
+    a, b = record("a", given_names="Tilly", **born), record("b", given_names="Matilda", **born)
+    shown = {e.comparison: e for e in model.evidence(a, tilly.levels, b.given)}
+    assert shown["given_name"].weight == round(model.nickname_weight("TILLY", "MATILDA"), 3)
+
+
+def test_the_nickname_constant_shares_the_level_m_among_the_pairs_of_names() -> None:
+    """No labels: the pairs' m (2·fa·fb · 2^weight) add up to the level's m."""
+    frequency = {"OLIVIA": 0.05, "OLLIE": 0.01, "LIV": 0.002, "MATILDA": 0.004, "TILLY": 0.001}
+    constant = nickname_constant(0.1, frequency)
+    assert constant is not None
+    pairs = [("LIV", "OLIVIA"), ("OLIVIA", "OLLIE"), ("MATILDA", "TILLY")]
+    if names.nickname_related("LIV", "OLLIE"):
+        pairs.append(("LIV", "OLLIE"))
+    total = sum(
+        2
+        * frequency[a]
+        * frequency[b]
+        * 2 ** (constant - math.log2(max(frequency[a], frequency[b])))
+        for a, b in pairs
+    )
+    assert total == pytest.approx(0.1)
+    assert nickname_constant(0.1, {}) is None
+
+
 def test_evidence_names_each_field_for_and_against(model: LinkageModel) -> None:
     a = record(given_names="Maya", date_of_birth=date(2016, 5, 4), **HOME)
     b = record(given_names="Maya", date_of_birth=date(2017, 9, 4), **HOME)
-    evidence = {e.comparison: e for e in model.evidence(a, model.score(a, b).levels)}
+    evidence = {e.comparison: e for e in model.evidence(a, model.score(a, b).levels, b.given)}
     assert evidence["given_name"].weight > 0
     assert evidence["date_of_birth"].weight < 0
     assert evidence["nhs_number"].level is None
@@ -411,7 +470,7 @@ def test_scoring_many_candidates_at_once_agrees_with_scoring_each_pair(
         )
 
     blocks = batch.build_blocks(prepared)
-    compared = 0
+    compared = nicknames = 0
     for query in range(0, len(prepared), 4):
         found = sorted(
             {i for key in blocking.query_keys(prepared[query]) for i in blocks.get(key, ())}
@@ -422,13 +481,16 @@ def test_scoring_many_candidates_at_once_agrees_with_scoring_each_pair(
             moved = index % 5 == 0
             levels = cmp.levels(prepared[query], prepared[index], moved)
             assert scorer.levels(candidates, position, moved) == levels
-            assert scorer.weight(levels) == model.weight_of(prepared[query], levels)
+            given = prepared[index].given
+            weight = scorer.weight(levels, given)
+            assert weight == model.weight_of(prepared[query], levels, given)
+            nicknames += levels[cmp.GIVEN] == GIVEN_NICKNAME
             # The bound that lets a resolve pass over a pair without comparing names.
-            assert scorer.best_weight(levels[cmp.DOB :]) >= scorer.weight(levels)
+            assert scorer.best_weight(levels[cmp.DOB :]) >= weight
             for floor in (-10.0, 0.0, 6.6):
                 reaching = scorer.other_levels(candidates, position, moved, floor=floor)
                 if reaching is None:
-                    assert scorer.weight(levels) < floor
+                    assert weight < floor
                 else:
                     assert reaching == levels[cmp.DOB :]
             assert scorer.conflict(candidates, position, levels) == conflict(
@@ -436,6 +498,7 @@ def test_scoring_many_candidates_at_once_agrees_with_scoring_each_pair(
             )
             compared += 1
     assert compared > 12_000
+    assert nicknames > 100
 
 
 def _candidate_rows(found: list[tuple[str, Prepared]]) -> scoring.Candidates:
@@ -502,8 +565,10 @@ def test_a_resolve_keeps_the_best_persons_and_a_conflict_from_any_of_their_recor
         weights = [c.score.weight for c in ranked[by_identifier:]]
         assert weights == sorted(weights, reverse=True)
         # What a reader sees of the shown candidates: each field's level and weight.
+        first = {ready.record_id: ready for _, ready in found + others}[ranked[0].record_id]
         assert ranked[0].evidence == [
-            dataclasses.asdict(item) for item in model.evidence(query, ranked[0].score.levels)
+            dataclasses.asdict(item)
+            for item in model.evidence(query, ranked[0].score.levels, first.given)
         ]
 
 
