@@ -303,6 +303,9 @@ def batch_file(records: Sequence[GeneratedRecord], workdir: Path) -> dict[str, A
         "seconds": round(seconds, 1),
         "peak_rss_mb": round(peak, 1),
         "accuracy": scores.as_dict(),
+        "progress": process.stderr.splitlines()[-4:],
+        "measured_at": datetime.now(UTC).isoformat(),
+        "code": code_version(),
     }
 
 
@@ -678,8 +681,9 @@ def _summarise(result: dict[str, Any], accuracy_records: int, batch_records: int
 def run(*, quick: bool = False) -> dict[str, Any]:
     """Everything; with THREADLINE_BENCH_LINKING_ONLY=resolve, only the resolve measurements,
     merged into the existing bench/results/linking.json (the rest of it is kept); with
-    THREADLINE_BENCH_LINKING_ONLY=curve, only the precision-recall curve, and with
-    THREADLINE_BENCH_LINKING_ONLY=accuracy, the accuracy and the curve, merged the same way."""
+    THREADLINE_BENCH_LINKING_ONLY=curve, only the precision-recall curve, with
+    THREADLINE_BENCH_LINKING_ONLY=accuracy, the accuracy and the curve, and with
+    THREADLINE_BENCH_LINKING_ONLY=batch, only the link-file run, merged the same way."""
     model = LinkageModel.load()
     accuracy_records = 20_000 if quick else 100_000
     batch_records = 100_000 if quick else 1_000_000
@@ -688,6 +692,14 @@ def run(*, quick: bool = False) -> dict[str, Any]:
     only_resolve = only == "resolve"
     result: dict[str, Any] = {}
     previous = RESULTS / "linking.json"
+    if only == "batch":
+        result = json.loads(previous.read_text())
+        print(f"linking: generating {batch_records:,} + {queries_count:,} records …", flush=True)
+        held = generate(batch_records + queries_count, seed=SPEED_SEED).records[:batch_records]
+        print(f"linking: link-file on {batch_records:,} records …", flush=True)
+        with tempfile.TemporaryDirectory(prefix="threadline-linking-") as work:
+            result["batch"] = batch_file(held, Path(work))
+        return _summarise(result, accuracy_records, batch_records)
     if only in ("curve", "accuracy"):
         result = json.loads(previous.read_text())
         if only == "accuracy":

@@ -59,7 +59,7 @@ async def raise_pair(stack: PortalStack) -> str:
     children: list[tuple[dict[str, Any], list[dict[str, Any]]]] = [
         (
             {
-                "given_names": "Harriet",
+                "given_names": "Amelia",
                 "family_name": family,
                 "date_of_birth": f"{year}-{month:02d}-{day:02d}",
                 "sex": "female",
@@ -73,7 +73,7 @@ async def raise_pair(stack: PortalStack) -> str:
         ),
         (
             {
-                "given_names": "Hattie",
+                "given_names": "Millie",
                 "family_name": family,
                 "date_of_birth": f"{year}-{month:02d}-{day + 10:02d}",
                 "sex": "female",
@@ -122,8 +122,8 @@ async def review_of(stack: PortalStack, family: str) -> tuple[str, int]:
         queue = await open_reviews(stack)
         for index, item in enumerate(queue):
             if item["record"]["family_name"] == family and item["record"]["given_names"] in {
-                "Harriet",
-                "Hattie",
+                "Amelia",
+                "Millie",
             }:
                 return item["id"], index // PER_PAGE + 1
         await asyncio.sleep(0.5)
@@ -153,8 +153,8 @@ async def test_a_mash_worker_checks_records_finds_a_child_and_undoes_a_join(
     pair = page.locator("section", has=page.get_by_test_id(f"pair-{review_id}"))
     await expect(pair.get_by_role("heading", name="Are these the same child?")).to_be_visible()
     table = pair.get_by_test_id(f"pair-{review_id}")
-    await expect(table).to_contain_text("Harriet")
-    await expect(table).to_contain_text("Hattie")
+    await expect(table).to_contain_text("Amelia")
+    await expect(table).to_contain_text("Millie")
     await expect(table.locator("tr", has_text="First name")).to_contain_text(
         "One is a short form or nickname of the other"
     )
@@ -186,13 +186,13 @@ async def test_a_mash_worker_checks_records_finds_a_child_and_undoes_a_join(
         "Enter a name, a date of birth, an NHS number or a pupil number"
     )
     await pages.check(page, "find-a-child-error")
-    await page.get_by_label("First name").fill("Harriet")
+    await page.get_by_label("First name").fill("Amelia")
     await page.get_by_label("Last name").fill(same)
     await page.get_by_role("button", name="Search").click()
     found = page.get_by_test_id("people-found")
-    await expect(found).to_contain_text("Hattie")  # both names under one person
+    await expect(found).to_contain_text("Millie")  # both names under one person
     await pages.check(page, "find-a-child-results")
-    await found.get_by_role("link", name=f"Harriet {same}").first.click()
+    await found.get_by_role("link", name=f"Amelia {same}").first.click()
     await expect(page.get_by_test_id("person-name")).to_contain_text(same)
     records = page.get_by_test_id("records")
     await expect(records.locator("tbody tr")).to_have_count(2)
@@ -211,11 +211,11 @@ async def test_a_mash_worker_checks_records_finds_a_child_and_undoes_a_join(
     )
     await pages.check(page, "person-unmerge-error")
     merge = page.get_by_test_id("merge").filter(has_text="Same school nurse")
-    await merge.get_by_role("textbox").fill("Hattie is her cousin: a different birthday.")
+    await merge.get_by_role("textbox").fill("Millie is her cousin: a different birthday.")
     await merge.get_by_role("button", name="Separate them again").click()
     await expect(page.get_by_text("Done: the records are separate people again")).to_be_visible()
     await expect(page.get_by_test_id("records").locator("tbody tr")).to_have_count(1)
-    await expect(page.get_by_test_id("merge")).to_contain_text("Hattie is her cousin")
+    await expect(page.get_by_test_id("merge")).to_contain_text("Millie is her cousin")
     await pages.check(page, "person-unmerged")
     await context.close()
 
@@ -232,10 +232,10 @@ async def test_the_search_and_the_review_queue_work_without_javascript(
     await page.get_by_role("textbox", name="Password").fill("demo-password")
     await page.get_by_role("button", name="Sign in").click()
     await page.goto("/mash/people")
-    await page.get_by_label("First name").fill("Hattie")
+    await page.get_by_label("First name").fill("Millie")
     await page.get_by_label("Last name").fill(family)
     await page.get_by_role("button", name="Search").click()
-    await expect(page.get_by_test_id("people-found")).to_contain_text(f"Hattie {family}")
+    await expect(page.get_by_test_id("people-found")).to_contain_text(f"Millie {family}")
     await page.goto(f"/mash/links?page={number}")
     pair = page.locator("section", has=page.get_by_test_id(f"pair-{review_id}"))
     await pair.get_by_label("No, different children").check()
