@@ -209,7 +209,7 @@ def run_linking(sizes: list[int]) -> None:
         points[str(count)] = {"status": "measured", **point} if "seconds" in point else point
         # What an earlier run of this size found stays beside the new one.
         if before.get("status") == "measured":
-            points[str(count)]["previous"] = {k: v for k, v in before.items() if k != "previous"}
+            points[str(count)]["previous"] = before
         if before.get("attempts") or before.get("earlier_attempts"):
             points[str(count)]["earlier_attempts"] = before.get(
                 "earlier_attempts", []
