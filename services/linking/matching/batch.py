@@ -148,13 +148,15 @@ def household_moves(
     return moves.HouseholdMoves.from_links(prepared, labels, supporting)
 
 
-def _rescore_chunk(pairs: list[tuple[int, int]]) -> tuple[list[Edge], dict[int, float]]:
+def _rescore_chunk(pairs: list[int]) -> tuple[list[Edge], dict[int, float]]:
     prepared: Sequence[Prepared] = _SHARED["prepared"]  # type: ignore[assignment]
     model: LinkageModel = _SHARED["model"]  # type: ignore[assignment]
     keep: float = _SHARED["keep"]  # type: ignore[assignment]
     edges: list[Edge] = []
     best: dict[int, float] = defaultdict(float)
-    for left, right in pairs:
+    size = len(prepared)
+    for pair in pairs:
+        left, right = divmod(pair, size)
         _score_pair(model, prepared[left], prepared[right], left, right, keep, edges, best, True)
     return edges, dict(best)
 
@@ -169,39 +171,41 @@ def rescore_moves(
     *,
     keep: float = 0.05,
     workers: int = 1,
-    done: set[tuple[int, int]] | None = None,
+    done: set[int] | None = None,
 ) -> list[Edge]:
     """A pass of rescoring: score again, as at homes joined by a move, every pair of records in
     different clusters at two homes that a move shown by *other* clusters joins and that sound
     alike (``blocking.move_keys``: a block of its own, as such pairs may share no other key).
-    Returns the edges with those pairs' edges replaced. ``done``: pairs an earlier pass
-    rescored, left as they are; this pass's pairs are added to it."""
+    Returns the edges with those pairs' edges replaced. ``done``: pairs (``left·records +
+    right``) an earlier pass rescored, left as they are; this pass's pairs are added to it."""
     done = set() if done is None else done
-    at_home: dict[str, list[int]] = defaultdict(list)
-    by_sound: dict[tuple[str, str], list[int]] = defaultdict(list)
-    sounds: dict[int, frozenset[str]] = {}
+    size = len(prepared)
+    # Only the homes a move joins are indexed, and a pair is one int (left·size + right): at
+    # 5M records an index by (home, sound) of every such record, and pairs as tuples, took more
+    # memory than the records themselves and ran a one-process link-file out of 24 GB.
     homes_joined = {home for pair in household.support for home in pair}
+    at_home: dict[str, list[int]] = defaultdict(list)
     for index, record in enumerate(prepared):
-        if homes_joined.isdisjoint(record.homes):
-            continue
-        sounds[index] = blocking.name_sounds(record)
         for home in record.homes:
-            at_home[home].append(index)
-            for sound in sounds[index]:
-                by_sound[(home, sound)].append(index)
-    pairs: set[tuple[int, int]] = set()
+            if home in homes_joined:
+                at_home[home].append(index)
+    pairs: set[int] = set()
     for x, y in household.support:
-        for left in at_home.get(x, ()):
-            for sound in sounds[left]:
-                for right in by_sound.get((y, sound), ()):
-                    if labels[left] == labels[right]:
-                        continue
-                    pair = (left, right) if left < right else (right, left)
-                    if pair in pairs or pair in done:
-                        continue
-                    a, b = prepared[left], prepared[right]
-                    if household.joined(a.homes, b.homes, (labels[left], labels[right])):
-                        pairs.add(pair)
+        lefts, rights = at_home.get(x), at_home.get(y)
+        if not lefts or not rights:
+            continue
+        right_sounds = [blocking.name_sounds(prepared[right]) for right in rights]
+        for left in lefts:
+            left_sounds = blocking.name_sounds(prepared[left])
+            for right, sounds in zip(rights, right_sounds, strict=True):
+                if labels[left] == labels[right] or left_sounds.isdisjoint(sounds):
+                    continue
+                pair = left * size + right if left < right else right * size + left
+                if pair in pairs or pair in done:
+                    continue
+                a, b = prepared[left], prepared[right]
+                if household.joined(a.homes, b.homes, (labels[left], labels[right])):
+                    pairs.add(pair)
     done.update(pairs)
     ordered = sorted(pairs)
     chunks = [ordered[start : start + 20_000] for start in range(0, len(ordered), 20_000)]
@@ -219,11 +223,12 @@ def rescore_moves(
             _SHARED.clear()
     else:
         for chunk in chunks:
-            for left, right in chunk:
+            for pair in chunk:
+                left, right = divmod(pair, size)
                 _score_pair(
                     model, prepared[left], prepared[right], left, right, keep, rescored, best, True
                 )
-    return [e for e in edges if (e.left, e.right) not in pairs] + rescored
+    return [e for e in edges if e.left * size + e.right not in pairs] + rescored
 
 
 def score_all(
@@ -410,7 +415,7 @@ def score_with_moves(
     (``rescore_moves``), until a pass finds no pair to score again (``MOVE_PASSES`` at most)."""
     edges, best = score_all(prepared, model, workers=workers, progress=progress)
     workers = workers or min(os.cpu_count() or 1, 4)
-    rescored: set[tuple[int, int]] = set()
+    rescored: set[int] = set()
     for _ in range(MOVE_PASSES):
         labels, _ = cluster(prepared, edges, best, model.known_given)
         household = household_moves(prepared, labels, edges, model.thresholds.review)
