@@ -194,18 +194,23 @@ def rescore_moves(
         lefts, rights = at_home.get(x), at_home.get(y)
         if not lefts or not rights:
             continue
-        right_sounds = [blocking.name_sounds(prepared[right]) for right in rights]
+        # The records at y by the sounds of their names, for this pair of homes only: a
+        # postcode shared by many households holds many records, not all worth comparing.
+        at_y: dict[str, list[int]] = defaultdict(list)
+        for right in rights:
+            for sound in blocking.name_sounds(prepared[right]):
+                at_y[sound].append(right)
         for left in lefts:
-            left_sounds = blocking.name_sounds(prepared[left])
-            for right, sounds in zip(rights, right_sounds, strict=True):
-                if labels[left] == labels[right] or left_sounds.isdisjoint(sounds):
-                    continue
-                pair = left * size + right if left < right else right * size + left
-                if pair in pairs or pair in done:
-                    continue
-                a, b = prepared[left], prepared[right]
-                if household.joined(a.homes, b.homes, (labels[left], labels[right])):
-                    pairs.add(pair)
+            for sound in blocking.name_sounds(prepared[left]):
+                for right in at_y.get(sound, ()):
+                    if labels[left] == labels[right]:
+                        continue
+                    pair = left * size + right if left < right else right * size + left
+                    if pair in pairs or pair in done:
+                        continue
+                    a, b = prepared[left], prepared[right]
+                    if household.joined(a.homes, b.homes, (labels[left], labels[right])):
+                        pairs.add(pair)
     done.update(pairs)
     ordered = sorted(pairs)
     chunks = [ordered[start : start + 20_000] for start in range(0, len(ordered), 20_000)]
