@@ -162,6 +162,17 @@ class LinkageModel:
         common = max(frequency.get(a, floor), frequency.get(b, floor), floor)
         return self.nickname_base - math.log2(common)
 
+    def nickname_weight_at_most(self, given: str) -> float:
+        """The most ``nickname_weight(given, other)`` can be, whatever the other name: the
+        weight falls as the commoner of the two gets commoner, so at most as if the other were
+        rare."""
+        pooled = self.weights[cmp.GIVEN][GIVEN_NICKNAME]
+        if not given or self.nickname_base is None:
+            return pooled
+        floor = self.tf_floor
+        common = max(self.given_frequency.get(given, floor), floor)
+        return max(pooled, self.nickname_base - math.log2(common))
+
     def weight_of(self, a: Prepared, levels: tuple[int, ...], other_given: str) -> float:
         """The pair's match weight; ``other_given``: the other record's given name (the exact
         and nickname levels of the given name are weighed by the names' frequencies)."""

@@ -10,7 +10,6 @@ holds every level, weight, conflict and identifier decision equal to the pairwis
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from datetime import date
 from typing import Any, Final
@@ -342,7 +341,9 @@ class Scorer:
         if self._best is None:
             self._best = [max(0.0, *levels) for levels in weights]
             self._best[cmp.GIVEN] = max(
-                self._best[cmp.GIVEN], self._given_exact, self._best_nickname()
+                self._best[cmp.GIVEN],
+                self._given_exact,
+                self.model.nickname_weight_at_most(self.q.given),
             )
             self._best[cmp.FAMILY] = max(self._best[cmp.FAMILY], self._family_exact)
         best = self._best
@@ -353,19 +354,6 @@ class Scorer:
             elif level != NULL:
                 total += weights[index][level]
         return total + 1e-9  # added in another order than ``weight``: a hair of slack
-
-    def _best_nickname(self) -> float:
-        """The most the nickname level can weigh for the record's given name: the weight falls
-        as the commoner name of the two gets commoner, so at most as if the other were rare."""
-        model = self.model
-        given = self.q.given
-        if not given or model.nickname_base is None:
-            return model.weights[cmp.GIVEN][GIVEN_NICKNAME]
-        frequency = max(model.given_frequency.get(given, model.tf_floor), model.tf_floor)
-        return max(
-            model.weights[cmp.GIVEN][GIVEN_NICKNAME],
-            model.nickname_base - math.log2(frequency),
-        )
 
     def weight(self, levels: tuple[int, ...], given: str) -> float:
         """``LinkageModel.weight_of(q, levels, given)``: the same terms, added in the same
